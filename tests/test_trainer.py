@@ -1,0 +1,157 @@
+"""The trainer end to end: real tiny trainings on the generated corpus."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from tests.conftest import TEST_HPARAMS, hparams_arg
+from train.checkpoint import load_checkpoint
+from train.events import EXIT_DIVERGED, parse
+from train.hparams import HParams
+from train.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_train(corpus: Path, out: Path, mel_cache: Path, *extra: str,
+              check: bool = True) -> tuple[list[dict], subprocess.CompletedProcess]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "train", "--data", str(corpus), "--out", str(out),
+         "--cache-dir", str(mel_cache), *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    events = [parse(line) for line in proc.stdout.splitlines()]
+    assert all(events), "every stdout line is an event"
+    return events, proc
+
+
+def of_kind(events: list[dict], kind: str) -> list[dict]:
+    return [e for e in events if e["event"] == kind]
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, mel_cache, tmp_path_factory):
+    """An 8-epoch run with end-of-run artifacts, shared by the tests below."""
+    out = tmp_path_factory.mktemp("run")
+    events, _ = run_train(corpus, out, mel_cache, "--hparams",
+                          hparams_arg(epochs=8, artifacts="end", learning_rate=3e-3))
+    return out, events
+
+
+def test_validation_loss_falls_and_the_run_is_fully_reported(trained):
+    out, events = trained
+    assert events[0]["event"] == "start" and events[-1]["event"] == "end"
+    assert events[0]["n_train"] + events[0]["n_val"] == 20
+    validations = of_kind(events, "validation")
+    assert [v["epoch"] for v in validations] == list(range(1, 9))
+    losses = [v["val_loss"] for v in validations]
+    assert losses[-1] < 0.6 * losses[0], losses
+    for v in validations:
+        assert 0 < v["alignment_score"] <= 1 and 0 <= v["gate_accuracy"] <= 1
+        assert v["grad_norm"] > 0 and v["lr"] > 0 and v["seconds"] > 0
+    assert events[-1]["status"] == "done"
+    assert events[-1]["best_val_loss"] == pytest.approx(min(losses))
+    assert {Path(e["path"]).name for e in of_kind(events, "checkpoint")} == {"last.pt", "best.pt"}
+    assert load_checkpoint(out / "best.pt")["val_loss"] == pytest.approx(min(losses))
+    kinds = {e["kind"]: Path(e["path"]) for e in of_kind(events, "artifact")}
+    assert set(kinds) == {"alignment_plot", "mel_plot", "audio"}
+    for path in kinds.values():
+        assert path.is_file() and path.stat().st_size > 1000
+    assert "epoch 8" in (out / "train.log").read_text()
+
+
+def test_synthesize_writes_a_non_silent_wav(trained, tmp_path):
+    out, _ = trained
+    wav_path = tmp_path / "hello.wav"
+    proc = subprocess.run([sys.executable, "-m", "train.synthesize", "--checkpoint",
+                           str(out / "best.pt"), "--text", "Hello, world.", "--out",
+                           str(wav_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    wav, rate = soundfile.read(wav_path)
+    assert rate == 22050 and len(wav) > 0.1 * rate
+    assert np.sqrt(np.mean(wav**2)) > 0.01
+
+
+def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(corpus, mel_cache,
+                                                                      tmp_path):
+    straight, _ = run_train(corpus, tmp_path / "straight", mel_cache,
+                            "--hparams", hparams_arg(epochs=3))
+    first, _ = run_train(corpus, tmp_path / "split", mel_cache,
+                         "--hparams", hparams_arg(epochs=2))
+    resumed, _ = run_train(corpus, tmp_path / "split", mel_cache,
+                           "--resume", str(tmp_path / "split" / "last.pt"),
+                           "--hparams", "epochs=3")
+    start = resumed[0]
+    assert start["resumed_from"].endswith("last.pt") and start["epoch"] == 2
+    assert start["step"] == of_kind(first, "validation")[-1]["step"]
+    (last,) = of_kind(resumed, "validation")
+    expected = of_kind(straight, "validation")[-1]
+    assert (last["epoch"], last["step"]) == (expected["epoch"], expected["step"])
+    assert last["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-4)
+
+
+def test_sigterm_saves_and_stops_within_seconds(corpus, mel_cache, tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train", "--data", str(corpus), "--out", str(tmp_path),
+         "--cache-dir", str(mel_cache), "--hparams", hparams_arg(epochs=200)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    events = []
+    for line in proc.stdout:
+        events.append(parse(line))
+        if events[-1]["event"] == "validation":
+            proc.send_signal(signal.SIGTERM)
+            break
+    events += [parse(line) for line in proc.stdout]
+    assert proc.wait(timeout=20) == 0
+    end = events[-1]
+    assert end["event"] == "end" and end["status"] == "stopped" and "SIGTERM" in end["reason"]
+    assert end["epoch"] < 200
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == end["step"]
+
+
+def test_non_finite_loss_ends_the_run_as_diverged(corpus, mel_cache, tmp_path, monkeypatch,
+                                                  capsys):
+    from train import trainer as trainer_module
+
+    real_forward = trainer_module.Tacotron2Loss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args):
+        calls["n"] += 1
+        terms = real_forward(self, *args)
+        return terms._replace(total=terms.total * math.nan) if calls["n"] == 3 else terms
+
+    monkeypatch.setattr(trainer_module.Tacotron2Loss, "forward", poisoned)
+    hp = HParams.from_overrides({**TEST_HPARAMS, "epochs": 5})
+    code = Trainer(hp, corpus, tmp_path, cache_dir=mel_cache).run()
+    events = [parse(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == EXIT_DIVERGED
+    assert events[-1]["status"] == "diverged" and "nan" in events[-1]["reason"]
+    assert events[-1]["step"] == 2
+
+
+def test_bad_input_gets_a_clear_error(corpus, mel_cache, tmp_path):
+    _, proc = run_train(corpus, tmp_path / "a", mel_cache, "--hparams", "batchsize=4",
+                        check=False)
+    assert proc.returncode == 2 and "did you mean batch_size?" in proc.stderr
+
+    broken = tmp_path / "broken"
+    (broken / "wavs").mkdir(parents=True)
+    (broken / "metadata.csv").write_text("A|One.|one.\nB|Two.|two.\nC|Three.|three.\n")
+    for name in "ABC":
+        (broken / "wavs" / f"{name}.wav").write_bytes(
+            (corpus / "wavs" / "DEMO-0001.wav").read_bytes())
+    (broken / "wavs" / "B.wav").write_bytes(b"")
+    _, proc = run_train(broken, tmp_path / "b", mel_cache, "--hparams", hparams_arg(),
+                        check=False)
+    assert proc.returncode == 1 and "B.wav" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "b" / "last.pt")

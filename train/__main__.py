@@ -1,0 +1,77 @@
+"""``python -m train``: train Tacotron2 on an LJSpeech-format corpus or a filelist.
+
+    python -m train --data DATA --out RUN_DIR [--profile tiny] [--hparams k=v,...]
+    python -m train --data DATA --out RUN_DIR --resume RUN_DIR/last.pt [--hparams k=v,...]
+
+Event lines (JSON, see train/events.py) go to stdout; the log to stderr and
+RUN_DIR/train.log. On --resume the checkpoint's hyperparameters are the base and
+--hparams changes them (optimiser settings only make sense there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from train.audio import AudioError
+from train.checkpoint import CheckpointError, load_checkpoint
+from train.data import DataError
+from train.hparams import PROFILES, HParams, HParamsError
+from train.trainer import Trainer
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True,
+                        help="LJSpeech folder (metadata.csv + wavs/) or a path|text filelist")
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument("--hparams", default="", help="overrides, k=v,k=v")
+    profile = parser.add_mutually_exclusive_group()
+    profile.add_argument("--profile", choices=sorted(PROFILES), help="a named set of sizes")
+    profile.add_argument("--resume", type=Path, help="checkpoint to continue from")
+    parser.add_argument("--cache-dir", type=Path,
+                        help="mel cache shared between runs (default RUN_DIR/mel_cache)")
+    parser.add_argument("--verbose", action="store_true", help="log every step")
+    return parser.parse_args(argv)
+
+
+def setup_logging(run_dir: Path, verbose: bool) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr),
+                                       logging.FileHandler(run_dir / "train.log")]
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers,
+                        force=True)
+
+
+def build_hparams(args: argparse.Namespace) -> HParams:
+    if args.resume:
+        base = HParams.from_dict(load_checkpoint(args.resume)["hparams"])
+    else:
+        base = HParams.from_overrides(PROFILES.get(args.profile))
+    return HParams.from_overrides(args.hparams, base=base)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        hp = build_hparams(args)
+    except (HParamsError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(args.out, args.verbose)
+    try:
+        return Trainer(hp, args.data, args.out, cache_dir=args.cache_dir,
+                       resume=args.resume).run()
+    except (DataError, AudioError, CheckpointError) as exc:
+        logging.getLogger("train").error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

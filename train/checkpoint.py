@@ -1,0 +1,67 @@
+"""Checkpoints: written atomically, read back with errors that name the file.
+
+A checkpoint holds everything needed to continue a run exactly: model,
+optimizer and scheduler states, the step/epoch position, the best validation
+loss so far, the hyperparameters, and the random-number-generator states.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, truncated or not one of ours; names the file."""
+
+
+REQUIRED_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "hparams")
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` so that a crash mid-write never leaves a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        # Our checkpoints hold numpy/python RNG states, which the safe loader refuses.
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from exc
+    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path}: not a Smart Tuner checkpoint (missing {', '.join(missing)})")
+    return state
+
+
+def rng_states() -> dict[str, Any]:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(),
+              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

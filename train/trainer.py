@@ -1,0 +1,314 @@
+"""The training loop: Tacotron2 on a text/mel corpus, validated, checkpointed, observable.
+
+One :class:`Trainer` is one run in one run folder. It reports through the JSON
+event lines of :mod:`train.events` (stdout) and a human log (stderr and
+``RUN_DIR/train.log``), and it ends in one of three ways:
+
+- ``done``: all epochs trained;
+- ``stopped``: SIGTERM/SIGINT arrived; the current step finishes, ``last.pt`` is
+  saved and the process exits 0 within seconds;
+- ``diverged``: a loss became NaN/inf; the run ends with exit code
+  :data:`train.events.EXIT_DIVERGED` and ``best.pt`` is left as it was.
+
+Resuming (``resume=CKPT``) restores model, optimizer, scheduler, RNG states and
+the position, and continues with the epoch after the last completed one (an
+epoch interrupted half-way is trained again from its start).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from train import artifacts
+from train.alignment import focus_score, gate_accuracy
+from train.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from train.data import Batch, DataError, make_loaders
+from train.events import EXIT_DIVERGED, emit
+from train.hparams import HParams
+from train.loss import Tacotron2Loss
+from train.model import Tacotron2
+from train.schedules import LearningRateScheduler
+
+log = logging.getLogger("train")
+
+
+class Diverged(Exception):
+    """A non-finite loss; the message says which and where."""
+
+
+@dataclass
+class Validation:
+    loss: float
+    mel_loss: float
+    gate_loss: float
+    alignment_score: float
+    gate_accuracy: float
+
+
+def select_device(choice: str) -> torch.device:
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was asked for, but CUDA is not available")
+    return torch.device(choice)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, hp: HParams, data: Path, run_dir: Path, cache_dir: Path | None = None,
+                 resume: Path | None = None):
+        self.hp = hp
+        self.run_dir = run_dir
+        self.resume = resume
+        self.device = select_device(hp.device)
+        self.amp = hp.amp and self.device.type == "cuda"
+        self._stop_signal: int | None = None
+        seed_everything(hp.seed)
+
+        self.train_loader, self.val_loader, self.n_train, self.n_val = make_loaders(
+            hp, data, cache_dir or run_dir / "mel_cache")
+        if self.n_val == 0:
+            raise DataError(f"{data}: no utterance left for validation; raise val_fraction "
+                            f"(now {hp.val_fraction}) or add utterances")
+        self.model = Tacotron2(hp).to(self.device)
+        self.criterion = Tacotron2Loss(hp.gate_pos_weight)
+        # eps as in NVIDIA's reference: Adam's default 1e-8 is unstable for Tacotron2.
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.learning_rate,
+                                          weight_decay=hp.weight_decay, eps=1e-6)
+        self.total_steps = hp.epochs * len(self.train_loader)
+        self.scheduler = LearningRateScheduler(self.optimizer, hp, self.total_steps)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+        self.epoch = 0  # completed epochs
+        self.step = 0
+        self.best_val_loss = math.inf
+        self.seconds = 0.0
+        self._train_losses: list[float] = []
+        self._grad_norms: list[float] = []
+
+    # --- public ------------------------------------------------------------------
+    def run(self) -> int:
+        """Train to the end, a stop signal or divergence; returns the exit code."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        resumed_from = self._restore() if self.resume else None
+        self._install_signal_handlers()
+        log.info("checking %d utterances", self.n_train + self.n_val)
+        self.train_loader.dataset.check()
+        self.val_loader.dataset.check()
+        emit("start", run_dir=str(self.run_dir), device=str(self.device), pid=os.getpid(),
+             hparams=self.hp.to_dict(), n_train=self.n_train, n_val=self.n_val,
+             epoch=self.epoch, step=self.step, resumed_from=resumed_from)
+        log.info("training on %s: %d train / %d val utterances, %d parameters", self.device,
+                 self.n_train, self.n_val, sum(p.numel() for p in self.model.parameters()))
+
+        started = time.perf_counter()
+        try:
+            status, reason = self._train(started)
+        except Diverged as exc:
+            log.error("diverged: %s", exc)
+            self._end("diverged", str(exc))
+            return EXIT_DIVERGED
+        if self.hp.artifacts == "end":
+            self._write_artifacts()
+        self._end(status, reason)
+        return 0
+
+    # --- the loop ------------------------------------------------------------------
+    def _train(self, started: float) -> tuple[str, str]:
+        self.model.train()
+        for epoch in range(self.epoch + 1, self.hp.epochs + 1):
+            # A per-epoch seed makes the shuffle independent of where a run resumed.
+            self.train_loader.generator.manual_seed(self.hp.seed + epoch)
+            for batch in self.train_loader:
+                self.train_step(batch.to(self.device))
+                self.seconds = time.perf_counter() - started
+                if self._stop_signal is not None:
+                    self._save("last", self.epoch)
+                    return "stopped", f"signal {signal.Signals(self._stop_signal).name}"
+                if self.hp.val_every_steps and self.step % self.hp.val_every_steps == 0:
+                    self._validate_and_checkpoint(epoch, started, epoch_end=False)
+            self.epoch = epoch
+            if not self.hp.val_every_steps or epoch == self.hp.epochs:
+                self._validate_and_checkpoint(epoch, started, epoch_end=True)
+            if self._stop_signal is not None:
+                return "stopped", f"signal {signal.Signals(self._stop_signal).name}"
+        return "done", f"trained {self.hp.epochs} epochs"
+
+    def train_step(self, batch: Batch) -> None:
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            output = self.model(batch.text_padded, batch.input_lengths, batch.mel_padded,
+                                batch.output_lengths)
+            terms = self.criterion(output, batch.mel_padded, batch.gate_padded)
+        loss = terms.total.item()
+        if not math.isfinite(loss):
+            raise Diverged(f"train loss is {loss} at step {self.step + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms.total).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                   self.hp.grad_clip_thresh).item()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        self._train_losses.append(loss)
+        if math.isfinite(grad_norm):  # AMP overflow steps are skipped, not diverged
+            self._grad_norms.append(grad_norm)
+        log.debug("step %d loss %.4f grad_norm %.3f", self.step, loss, grad_norm)
+
+    @torch.no_grad()
+    def _validate(self) -> Validation:
+        self.model.eval()
+        totals = np.zeros(5)
+        count = 0
+        for batch in self.val_loader:
+            batch = batch.to(self.device)
+            output = self.model(batch.text_padded, batch.input_lengths, batch.mel_padded,
+                                batch.output_lengths)
+            terms = self.criterion(output, batch.mel_padded, batch.gate_padded)
+            n = batch.text_padded.size(0)
+            totals += n * np.array([
+                terms.total.item(), terms.mel.item(), terms.gate.item(),
+                focus_score(output[3], batch.input_lengths, batch.output_lengths,
+                            self.hp.n_frames_per_step),
+                gate_accuracy(output[2], batch.gate_padded, batch.output_lengths),
+            ])
+            count += n
+        self.model.train()
+        return Validation(*(float(x) for x in totals / count))
+
+    def _validate_and_checkpoint(self, epoch: int, started: float, epoch_end: bool) -> None:
+        result = self._validate()
+        if not math.isfinite(result.loss):
+            raise Diverged(f"validation loss is {result.loss} at epoch {epoch}")
+        self.scheduler.on_validation(result.loss)
+        self.seconds = time.perf_counter() - started
+        train_loss = float(np.mean(self._train_losses)) if self._train_losses else math.nan
+        grad_norm = float(np.mean(self._grad_norms)) if self._grad_norms else math.nan
+        self._train_losses.clear()
+        self._grad_norms.clear()
+        emit("validation", epoch=epoch, step=self.step, train_loss=train_loss,
+             val_loss=result.loss, val_mel_loss=result.mel_loss, val_gate_loss=result.gate_loss,
+             grad_norm=grad_norm, lr=self.scheduler.lr, alignment_score=result.alignment_score,
+             gate_accuracy=result.gate_accuracy, seconds=self.seconds, epoch_end=epoch_end)
+        log.info("epoch %d step %d: train %.4f val %.4f (mel %.4f gate %.4f) align %.3f "
+                 "lr %.2e %.1fs", epoch, self.step, train_loss, result.loss, result.mel_loss,
+                 result.gate_loss, result.alignment_score, self.scheduler.lr, self.seconds)
+
+        is_best = result.loss < self.best_val_loss
+        if is_best:
+            self.best_val_loss = result.loss
+        # Mid-epoch validations record the previous epoch as completed, so a resume
+        # retrains the current one from its start.
+        completed = epoch if epoch_end else epoch - 1
+        self._save("last", completed, val_loss=result.loss, is_best=is_best)
+        if is_best:
+            self._save("best", completed, val_loss=result.loss, is_best=True)
+        if self.hp.artifacts == "validation":
+            self._write_artifacts(epoch)
+
+    # --- checkpoints, artifacts, events ------------------------------------------------
+    def _checkpoint_path(self, kind: str) -> Path:
+        return self.run_dir / f"{kind}.pt"
+
+    def _save(self, kind: str, completed_epochs: int, val_loss: float | None = None,
+              is_best: bool = False) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": completed_epochs,
+            "step": self.step,
+            "best_val_loss": self.best_val_loss,
+            "val_loss": val_loss,
+            "hparams": self.hp.to_dict(),
+            "rng": rng_states(),
+        }
+        path = save_checkpoint(self._checkpoint_path(kind), state)
+        emit("checkpoint", epoch=completed_epochs, step=self.step, path=str(path), kind=kind,
+             is_best=is_best, val_loss=val_loss)
+
+    def _restore(self) -> str:
+        state = load_checkpoint(self.resume, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state.get("scaler", {}))
+        self._apply_changed_hparams(HParams.from_dict(state["hparams"]))
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.best_val_loss = state["best_val_loss"]
+        restore_rng_states(state["rng"])
+        log.info("resumed from %s at epoch %d, step %d", self.resume, self.epoch, self.step)
+        return str(self.resume)
+
+    def _apply_changed_hparams(self, saved: HParams) -> None:
+        """Let a resumed run take new optimiser settings (the tuner's adaptations).
+
+        A new learning rate rescales the schedule, keeping its position and any
+        plateau cuts; weight decay is simply replaced.
+        """
+        ratio = self.hp.learning_rate / saved.learning_rate if saved.learning_rate else 1.0
+        for i, group in enumerate(self.optimizer.param_groups):
+            self.scheduler.shape.base_lrs[i] *= ratio
+            group["lr"] *= ratio
+            group["weight_decay"] = self.hp.weight_decay
+
+    def _write_artifacts(self, epoch: int | None = None) -> None:
+        epoch = epoch or self.epoch
+        batch = next(iter(self.val_loader)).to(self.device)
+        self.model.eval()
+        with torch.no_grad():
+            _, mel_postnet, _, alignments = self.model(
+                batch.text_padded, batch.input_lengths, batch.mel_padded, batch.output_lengths)
+        self.model.train()
+        frames = int(batch.output_lengths[0])
+        steps = -(-frames // self.hp.n_frames_per_step)
+        tokens = int(batch.input_lengths[0])
+        folder = self.run_dir / "artifacts"
+        title = f"epoch {epoch}, step {self.step}"
+        paths = {
+            "alignment_plot": artifacts.plot_alignment(
+                alignments[0, :steps, :tokens].float().cpu().numpy(),
+                folder / f"alignment_e{epoch:04d}.png", title),
+            "mel_plot": artifacts.plot_mels(
+                batch.mel_padded[0, :, :frames].float().cpu().numpy(),
+                mel_postnet[0, :, :frames].float().cpu().numpy(),
+                folder / f"mel_e{epoch:04d}.png", title),
+            "audio": artifacts.write_audio_sample(self.model, self.hp,
+                                                  folder / f"sample_e{epoch:04d}.wav"),
+        }
+        for kind, path in paths.items():
+            emit("artifact", epoch=epoch, step=self.step, kind=kind, path=str(path))
+
+    def _end(self, status: str, reason: str) -> None:
+        best, last = self._checkpoint_path("best"), self._checkpoint_path("last")
+        emit("end", status=status, epoch=self.epoch, step=self.step,
+             best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else None,
+             best_checkpoint=str(best) if best.exists() else None,
+             last_checkpoint=str(last) if last.exists() else None,
+             reason=reason, seconds=self.seconds)
+        log.info("%s: %s", status, reason)
+
+    def _install_signal_handlers(self) -> None:
+        def request_stop(signum: int, _frame: object) -> None:
+            log.warning("received %s: stopping after this step", signal.Signals(signum).name)
+            self._stop_signal = signum
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
