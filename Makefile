@@ -20,8 +20,7 @@ $(CORPUS)/metadata.csv: $(INSTALLED)
 	$(BIN)/python -m train.corpus --out $(CORPUS) --n 100
 
 demo: $(CORPUS)/metadata.csv
-	$(BIN)/python -m train --data $(CORPUS) --out $(STATE)/demo_run --profile tiny \
-		--cache-dir $(STATE)/mel_cache > $(STATE)/demo_run.events.jsonl
+	$(BIN)/python -m tuner_core tune --config config/demo.yaml
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -1,9 +1,11 @@
 """Shared fixtures: a small generated corpus and a tiny, fast Tacotron2 profile."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import postgres
 from train.corpus import generate_corpus
 from train.hparams import PROFILES
 
@@ -32,3 +34,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def mel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mel_cache")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database (see tests/postgres.py)."""
+    if not postgres.available():
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
+    with postgres.postgres_server() as url:
+        yield url

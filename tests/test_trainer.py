@@ -155,3 +155,20 @@ def test_bad_input_gets_a_clear_error(corpus, mel_cache, tmp_path):
     assert proc.returncode == 1 and "B.wav" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not os.path.exists(tmp_path / "b" / "last.pt")
+
+
+def test_a_vanished_event_reader_does_not_break_a_graceful_stop(corpus, mel_cache, tmp_path):
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train", "--data", str(corpus), "--out", str(tmp_path),
+         "--cache-dir", str(mel_cache), "--hparams", hparams_arg(epochs=200)],
+        cwd=ROOT, stdout=write_end, stderr=subprocess.DEVNULL)
+    os.close(write_end)
+    with os.fdopen(read_end) as events:
+        for line in events:
+            if parse(line)["event"] == "validation":
+                break
+    proc.send_signal(signal.SIGTERM)  # the reader has closed its end of the pipe
+    assert proc.wait(timeout=20) == 0
+    assert "stopped: signal SIGTERM" in (tmp_path / "train.log").read_text()
+    assert load_checkpoint(tmp_path / "last.pt")["step"] > 0

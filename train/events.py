@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -58,8 +59,13 @@ def emit(kind: str, /, stream: TextIO | None = None, **fields: Any) -> dict[str,
         raise ValueError(f"unknown event kind {kind!r}")
     event = {"event": kind, "time": time.time(), **{k: _jsonable(v) for k, v in fields.items()}}
     out = stream or sys.stdout
-    out.write(json.dumps(event) + "\n")
-    out.flush()
+    try:
+        out.write(json.dumps(event) + "\n")
+        out.flush()
+    except BrokenPipeError:
+        # The follower is gone (e.g. the tuner was killed): keep going, so the run can
+        # still save its checkpoint and end cleanly, and write further events nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
     return event
 
 

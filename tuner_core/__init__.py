@@ -1,0 +1,112 @@
+"""Smart Tuner's engine: Optuna studies of Tacotron2 trainings, supervised epoch by epoch.
+
+The public API is :class:`SmartTuner`::
+
+    from tuner_core import SmartTuner
+
+    tuner = SmartTuner("config/demo.yaml")
+    result = tuner.run_optimization(n_trials=2)
+    print(result["best_parameters"], result["best_value"])
+
+and, for the bot and other front ends, starting a study in a worker process,
+requesting a stop, and reading status, the best trial and the trial list.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tuner_core.config import Config, ConfigError, load_config
+from tuner_core.runner import PROJECT_ROOT, TrialListener
+from tuner_core.study import (
+    StudyNotFound,
+    create_study,
+    default_study_name,
+    load_study,
+    open_storage,
+    request_stop,
+    run_worker,
+)
+from tuner_core.summary import (
+    best_trial,
+    result_summary,
+    studies_list,
+    study_status,
+    trials_list,
+)
+
+__all__ = ["Config", "ConfigError", "SmartTuner", "StudyNotFound", "TrialListener",
+           "load_config"]
+
+
+class SmartTuner:
+    """One config, many studies. Every method reads or writes the shared storage."""
+
+    def __init__(self, config_path: str | Path = "config/smart_tuner.yaml",
+                 environ: Mapping[str, str] | None = None):
+        self.config_path = Path(config_path).resolve()
+        self.config: Config = load_config(self.config_path, environ)
+
+    def run_optimization(self, n_trials: int | None = None, study_name: str | None = None,
+                         listener: TrialListener | None = None) -> dict[str, Any]:
+        """Run a study in this process until its budget is used or a stop is requested.
+
+        Returns ``best_parameters``, ``best_value``, ``best_trial``, ``n_trials``,
+        ``study_name``, ``states`` (trial counts per state) and ``end_reason``.
+        """
+        study = create_study(self.config, study_name, n_trials)
+        run_worker(self.config, study, listener)
+        return result_summary(study)
+
+    def start_study(self, n_trials: int | None = None, study_name: str | None = None,
+                    log_file: Path | None = None) -> tuple[str, subprocess.Popen]:
+        """Create a study and run it in a new local worker process; (name, process).
+
+        The worker outlives its caller (its own session), so a restarted bot finds
+        the study still running.
+        """
+        study = create_study(self.config, study_name or default_study_name(self.config),
+                             n_trials)
+        log_file = log_file or self.config.state_dir / "logs" / f"{study.study_name}.out"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tuner_core", "worker", "--config", str(self.config_path),
+                 "--study", study.study_name, "--quiet"],
+                cwd=PROJECT_ROOT, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                start_new_session=True, env=os.environ.copy())
+        return study.study_name, process
+
+    def request_stop(self, study_name: str | None = None, by: str = "api") -> str:
+        """Ask the workers of the study (the latest by default) to stop; its name."""
+        study = self._study(study_name)
+        request_stop(study, by)
+        return study.study_name
+
+    def status(self, study_name: str | None = None) -> dict[str, Any]:
+        return study_status(self._study(study_name))
+
+    def best(self, study_name: str | None = None) -> dict[str, Any] | None:
+        return best_trial(self._study(study_name))
+
+    def trials(self, study_name: str | None = None, limit: int | None = None
+               ) -> list[dict[str, Any]]:
+        return trials_list(self._study(study_name), limit)
+
+    def studies(self) -> list[dict[str, Any]]:
+        return studies_list(open_storage(self.config))
+
+    def latest_study_name(self) -> str | None:
+        studies = self.studies()
+        return studies[-1]["study_name"] if studies else None
+
+    def _study(self, name: str | None):
+        name = name or self.latest_study_name()
+        if name is None:
+            raise StudyNotFound(f"no study yet in {self.config.storage_url}")
+        return load_study(self.config, name)

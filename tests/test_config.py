@@ -1,0 +1,296 @@
+"""Loading and validating the YAML config."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tuner_core.config import Config, ConfigError, load_config
+from tuner_core.early_stop import Alignment, Divergence, Overfitting, Patience, Plateau
+from tuner_core.search_space import Categorical, FloatRange, IntRange
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+def write(tmp_path: Path, settings: dict | str) -> Path:
+    """A config file holding ``settings`` (YAML text, or data to dump as YAML)."""
+    path = tmp_path / "config.yaml"
+    text = settings if isinstance(settings, str) else yaml.safe_dump(settings, sort_keys=False)
+    path.write_text(text)
+    return path
+
+
+def problems(tmp_path: Path, settings: dict | str, environ: dict | None = None) -> list[str]:
+    """The problems load_config reports for ``settings``."""
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, settings), environ=environ or {})
+    assert str(error.value).startswith(f"{tmp_path / 'config.yaml'}:")
+    return error.value.problems
+
+
+def load(tmp_path: Path, settings: dict, environ: dict | None = None) -> Config:
+    return load_config(write(tmp_path, settings), environ=environ or {})
+
+
+# --- the shipped configs ----------------------------------------------------------------
+
+def test_full_size_config_loads_with_every_criterion():
+    config = load_config(CONFIG_DIR / "smart_tuner.yaml", environ={})
+    assert config.dataset_path == Path("data/LJSpeech-1.1").resolve()
+    assert config.fixed_hparams["epochs"] == 100
+    assert set(config.hyperparameter_search_space) >= {
+        "learning_rate", "batch_size", "weight_decay", "p_attention_dropout",
+        "p_decoder_dropout", "warmup_steps", "lr_schedule", "grad_clip_thresh"}
+    assert config.hyperparameter_search_space["batch_size"].choices == [32, 48, 64]
+    kinds = {type(criterion) for criterion in config.early_stopping.values()}
+    assert kinds == {Patience, Overfitting, Divergence, Plateau, Alignment}
+    assert config.telegram.bot_token is None
+
+
+def test_demo_config_loads_the_tiny_cpu_profile():
+    config = load_config(CONFIG_DIR / "demo.yaml", environ={})
+    assert config.state_dir == Path(".state/demo").resolve()
+    assert config.dataset_path == Path(".state/demo_corpus").resolve()
+    assert config.optimization.n_trials == 4
+    assert config.fixed_hparams["n_frames_per_step"] == 3
+    assert config.early_stopping["patience"].patience == 3
+    assert config.optimization.pruner.n_startup_trials == 1
+
+
+def test_dataset_path_from_the_environment_in_the_full_size_config():
+    config = load_config(CONFIG_DIR / "smart_tuner.yaml", environ={"SMART_TUNER_DATA": "/d/lj"})
+    assert config.dataset_path == Path("/d/lj")
+
+
+# --- defaults and derived values --------------------------------------------------------
+
+def test_defaults_live_under_state_dir_and_paths_are_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load(tmp_path, {"dataset_path": "corpus", "state_dir": "st"})
+    assert config.dataset_path == tmp_path / "corpus"
+    assert config.checkpoint_dir == tmp_path / "st" / "runs"
+    assert config.storage_url == f"sqlite:///{tmp_path}/st/optuna.db"
+    assert config.tracking_uri == f"sqlite:///{tmp_path}/st/mlflow.db"
+    assert config.mlflow.experiment_name == config.registry.model_name == "tacotron2_smart_tuning"
+    assert config.optimization.sampler.type == "tpe"
+    assert config.optimization.pruner.type == "median"
+    assert config.trainer.grace_period_s == 30.0
+    assert config.hyperparameter_search_space == {} and config.early_stopping == {}
+
+
+def test_storage_and_tracking_uri_from_the_environment(tmp_path):
+    environ = {"SMART_TUNER_STORAGE": "postgresql://db/optuna",
+               "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    config = load(tmp_path, {"dataset_path": "d"}, environ)
+    assert config.storage_url == "postgresql://db/optuna"
+    assert config.tracking_uri == "http://mlflow:5000"
+    # a value in the file wins over the environment
+    config = load(tmp_path, {"dataset_path": "d", "storage": "sqlite:///x.db"}, environ)
+    assert config.storage_url == "sqlite:///x.db"
+
+
+def test_blocks_with_every_entry_commented_out_are_empty(tmp_path):
+    text = "dataset_path: d\ntelegram:\n  # enabled: true\nearly_stopping:\n  # wait: ...\n"
+    config = load_config(write(tmp_path, text), environ={})
+    assert config.early_stopping == {} and config.telegram.enabled is False
+
+
+def test_fixed_hparams_are_parsed_as_the_trainer_parses_them(tmp_path):
+    config = load(tmp_path, {"dataset_path": "d", "trainer": {"hparams": {
+        "learning_rate": "1e-3", "epochs": 10.0, "amp": "yes"}}})
+    assert config.fixed_hparams == {"learning_rate": 0.001, "epochs": 10, "amp": True}
+
+
+# --- environment variables --------------------------------------------------------------
+
+def test_environment_references_are_expanded(tmp_path):
+    text = ("dataset_path: ${DATA}/lj\n"
+            "experiment_name: run_${NAME:-default}\n"
+            "optimization: {n_trials: '${TRIALS:-7}'}\n")
+    config = load_config(write(tmp_path, text), environ={"DATA": "/data"})
+    assert config.dataset_path == Path("/data/lj")
+    assert config.experiment_name == "run_default"
+    assert config.optimization.n_trials == 7
+
+
+def test_unset_environment_variable_names_key_and_variable(tmp_path):
+    assert problems(tmp_path, "dataset_path: d\nstorage: ${DB_URL}\n") == [
+        "storage: environment variable DB_URL is not set (or write ${DB_URL:-default})"]
+
+
+def test_bot_token_is_secret_everywhere(tmp_path):
+    environ = {"TELEGRAM_BOT_TOKEN": "123:SECRET", "TELEGRAM_CHAT_ID": "-100",
+               "TELEGRAM_ALLOWED_USERS": "7, 8"}
+    config = load(tmp_path, {"dataset_path": "d", "telegram": {"enabled": True}}, environ)
+    assert config.telegram.bot_token.get_secret_value() == "123:SECRET"
+    assert (config.telegram.chat_id, config.telegram.allowed_users) == (-100, [7, 8])
+    dumped = config.to_dict()
+    for text in (repr(config), str(config), json.dumps(dumped), str(config.model_dump())):
+        assert "SECRET" not in text
+    assert dumped["telegram"]["bot_token"] == "**********"
+
+
+# --- error messages ---------------------------------------------------------------------
+
+def test_unknown_key_suggests_the_closest(tmp_path):
+    found = problems(tmp_path, {"dataset_path": "d", "optimization": {"n_trails": 5}})
+    assert found == ["optimization.n_trails: unknown key; did you mean n_trials?"]
+    with pytest.raises(ConfigError, match=r"optimization\.n_trails: unknown key; did you mean"):
+        load_config(write(tmp_path, {"dataset_path": "d", "optimization": {"n_trails": 5}}))
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    assert problems(tmp_path, {"dataset_path": "d", "optimization": {"n_trials": "abc"}}) == [
+        "optimization.n_trials: expected an integer, got 'abc'"]
+
+
+def test_nested_and_list_paths(tmp_path):
+    found = problems(tmp_path, {
+        "dataset_path": "d",
+        "optimization": {"pruner": {"percentile": 150}, "direction": "minimise"},
+        "telegram": {"allowed_users": [1, "bob"]},
+    })
+    assert found == [
+        "optimization.direction: expected 'minimize' or 'maximize', got 'minimise'",
+        "optimization.pruner.percentile: must be <= 100, got 150",
+        "telegram.allowed_users.1: expected an integer, got 'bob'",
+    ]
+
+
+def test_every_problem_is_listed_at_once(tmp_path):
+    found = problems(tmp_path, {
+        "optimization": {"n_trails": 5, "n_trials": 0},
+        "early_stopping": {"wait": {"type": "patience", "patiense": 3, "min_delta": "x"}},
+    })
+    assert found == [
+        "dataset_path: required, but missing",
+        "optimization.n_trails: unknown key; did you mean n_trials?",
+        "optimization.n_trials: must be >= 1, got 0",
+        "early_stopping.wait.patiense: unknown key; did you mean patience?",
+        "early_stopping.wait.min_delta: expected a number, got 'x'",
+    ]
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    found = problems(tmp_path, "dataset_path: d\noptimization:\n  n_trials: [1, 2\n")
+    assert len(found) == 1 and found[0].startswith("line 4, column 1: invalid YAML")
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml:\n  cannot read the file"):
+        load_config(tmp_path / "nowhere.yaml")
+
+
+def test_objective_metric_and_direction_must_agree(tmp_path):
+    assert problems(tmp_path, {"dataset_path": "d", "optimization": {
+        "objective_metric": "alignment_score"}}) == [
+        "optimization.direction: alignment_score is better when higher; use maximize"]
+
+
+def test_bad_fixed_hparams(tmp_path):
+    assert problems(tmp_path, {"dataset_path": "d", "trainer": {"hparams": {"batch_sise": 8}}}) \
+        == ["trainer.hparams.batch_sise: unknown key; did you mean batch_size?"]
+    assert problems(tmp_path, {"dataset_path": "d", "trainer": {"hparams": {"epochs": 0}}}) \
+        == ["trainer.hparams: epochs=0: must be >= 1"]
+
+
+# --- the search space -------------------------------------------------------------------
+
+def space_problems(tmp_path: Path, space: dict, fixed: dict | None = None) -> list[str]:
+    return problems(tmp_path, {"dataset_path": "d", "trainer": {"hparams": fixed or {}},
+                               "hyperparameter_search_space": space})
+
+
+def test_search_space_entries_are_typed(tmp_path):
+    config = load(tmp_path, {"dataset_path": "d", "hyperparameter_search_space": {
+        "learning_rate": {"type": "float", "min": "1e-4", "max": 0.01, "log": True},
+        "warmup_steps": {"type": "int", "min": 0, "max": 100, "step": 10},
+        "gate_threshold": {"type": "categorical", "choices": ["0.4", 0.5]},
+    }})
+    space = config.hyperparameter_search_space
+    assert space["learning_rate"] == FloatRange(type="float", min=1e-4, max=0.01, log=True)
+    assert space["warmup_steps"] == IntRange(type="int", min=0, max=100, step=10)
+    # choices become the values the trainer parses them to
+    assert space["gate_threshold"] == Categorical(choices=[0.4, 0.5])
+
+
+def test_search_range_errors(tmp_path):
+    assert space_problems(tmp_path, {
+        "learning_rate": {"type": "float", "min": 0.01, "max": 0.001},
+        "weight_decay": {"type": "float", "min": 0.0, "max": 0.1, "log": True},
+        "lr_schedule": {"type": "categorical", "choices": []},
+        "batch_size": {"type": "choice", "choices": [8]},
+    }) == [
+        "hyperparameter_search_space.learning_rate: min (0.01) is greater than max (0.001)",
+        "hyperparameter_search_space.weight_decay: a log scale needs min > 0, got 0",
+        "hyperparameter_search_space.lr_schedule.choices: must list at least one choice",
+        "hyperparameter_search_space.batch_size.type: unknown search range type 'choice'; "
+        "expected one of float, int, categorical",
+    ]
+
+
+def test_search_space_names_must_be_trainer_hparams(tmp_path):
+    assert space_problems(tmp_path, {"lerning_rate": {"type": "float", "min": 0.1, "max": 1}}) \
+        == ["hyperparameter_search_space.lerning_rate: unknown key; did you mean learning_rate?"]
+
+
+def test_search_bounds_must_be_valid_trainer_values(tmp_path):
+    assert space_problems(tmp_path, {
+        "p_decoder_dropout": {"type": "float", "min": 0.0, "max": 1.5},
+        "lr_schedule": {"type": "categorical", "choices": ["cosine", "sawtooth"]},
+        "batch_size": {"type": "float", "min": 8, "max": 64},
+    }) == [
+        "hyperparameter_search_space.p_decoder_dropout.max: p_decoder_dropout=1.5: "
+        "must be <= 0.99",
+        "hyperparameter_search_space.lr_schedule.choices.1: lr_schedule='sawtooth': must be "
+        "one of constant, linear, exponential, cosine, noam",
+        "hyperparameter_search_space.batch_size.type: batch_size is an integer; use type: int",
+    ]
+
+
+def test_bounds_are_checked_together_with_the_fixed_hparams(tmp_path):
+    # mel_fmax must not exceed half the sampling rate, which is fixed at 16 kHz here
+    assert space_problems(tmp_path, {"mel_fmax": {"type": "float", "min": 4000, "max": 11025}},
+                          fixed={"sampling_rate": 16000}) == [
+        "hyperparameter_search_space.mel_fmax.max: mel_fmax=11025.0: must be <= "
+        "sampling_rate / 2 (8000.0)"]
+
+
+def test_a_searched_hparam_cannot_also_be_fixed(tmp_path):
+    assert space_problems(tmp_path, {"epochs": {"type": "int", "min": 5, "max": 50}},
+                          fixed={"epochs": 10}) == [
+        "hyperparameter_search_space.epochs: also fixed in trainer.hparams; set it in one place"]
+
+
+# --- early stopping ---------------------------------------------------------------------
+
+def test_early_stopping_entries_become_criteria(tmp_path):
+    config = load(tmp_path, {"dataset_path": "d", "early_stopping": {
+        "slow": {"type": "plateau", "window": 4},
+        "wait": {"type": "patience", "metric": "val_loss", "enabled": False},
+    }})
+    assert config.early_stopping == {"slow": Plateau(window=4),
+                                     "wait": Patience(metric="val_loss", enabled=False)}
+
+
+def test_unknown_early_stopping_type(tmp_path):
+    assert problems(tmp_path, {"dataset_path": "d", "early_stopping": {
+        "x": {"type": "patient"}, "y": {"patience": 3}}}) == [
+        "early_stopping.x.type: unknown criterion type 'patient'; expected one of patience, "
+        "overfitting, divergence, plateau, alignment",
+        "early_stopping.y.type: missing; expected one of patience, overfitting, divergence, "
+        "plateau, alignment",
+    ]
+
+
+def test_criterion_settings_are_validated_by_the_criterion(tmp_path):
+    assert problems(tmp_path, {"dataset_path": "d", "early_stopping": {
+        "wait": {"type": "patience", "metric": "val_los", "patience": 0, "action": "halt"}}}) == [
+        "early_stopping.wait.action: expected 'continue', 'stop', 'prune' or 'adapt', "
+        "got 'halt'",
+        "early_stopping.wait.metric: expected 'objective', 'val_loss', 'train_loss', "
+        "'val_mel_loss', 'val_gate_loss', 'grad_norm', 'alignment_score' or 'gate_accuracy', "
+        "got 'val_los'",
+        "early_stopping.wait.patience: must be >= 1, got 0",
+    ]

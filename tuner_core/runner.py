@@ -1,0 +1,305 @@
+"""The trial runner: one Optuna trial = one supervised trainer run.
+
+For every validation event of the trainer the runner computes the objective,
+reports it to the trial, and asks in turn the early-stop controller, Optuna's
+pruner and the study's stop request. Their decision ends or changes the run:
+
+=============  ====================================================================
+continue       keep training
+stop           the trial completes with its best objective (e.g. patience ran out)
+prune          the trial is pruned (a criterion, the pruner, or divergence)
+adapt          terminate, correct the hyperparameters (:mod:`tuner_core.adaptation`)
+               and restart from the best checkpoint, at most ``max_adaptations``
+               times; after that an adapt decision stops the trial
+=============  ====================================================================
+
+A trainer that crashes (exit code other than 0 or the divergence code) fails the
+trial with its exit code and log tail; the study goes on. Everything the bot and
+the reports need ends up on the trial's user attributes in the storage:
+``outcome``, ``criterion``, ``reason``, ``recommendation``, ``stop_epoch``,
+``adaptations``, ``run_dir``, ``best_checkpoint``, ``last_metrics``, ``seconds``
+and, for failures, ``exit_code`` and ``log_tail``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from train.events import EXIT_DIVERGED
+from train.hparams import HParams
+from tuner_core.adaptation import adapt_hparams
+from tuner_core.config import Config
+from tuner_core.early_stop import Action, Decision, EarlyStopController, EpochMetrics
+from tuner_core.process import TrainerProcess
+from tuner_core.retries import retried_from
+from tuner_core.search_space import suggest
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class TrialCrashed(RuntimeError):
+    """The trainer exited abnormally; the trial is failed and the study goes on."""
+
+
+class Outcome:
+    """The values of the ``outcome`` user attribute."""
+
+    COMPLETED = "completed"
+    EARLY_STOPPED = "early_stopped"
+    PRUNED = "pruned"
+    STOPPED_BY_USER = "stopped_by_user"
+    FAILED = "failed"
+
+
+class TrialListener:
+    """Hooks for progress bars and tracking; every method is optional."""
+
+    def trial_started(self, trial: optuna.Trial, hparams: dict[str, Any], run_dir: Path) -> None:
+        """A trial is about to start its first trainer."""
+
+    def trainer_event(self, trial: optuna.Trial, event: dict[str, Any],
+                      objective: float | None) -> None:
+        """Any trainer event; ``objective`` is set for validations."""
+
+    def trial_adapted(self, trial: optuna.Trial, adaptation: dict[str, Any]) -> None:
+        """The trainer is being restarted with corrected hyperparameters."""
+
+    def trial_finished(self, trial: optuna.Trial, state: optuna.trial.TrialState,
+                       value: float | None, attrs: dict[str, Any]) -> None:
+        """The trial's final state, value and user attributes are known."""
+
+
+@dataclass
+class _Run:
+    """What the runner has learned about a trial so far."""
+
+    direction: str
+    best_objective: float | None = None
+    reports: int = 0
+    epoch: int = 0
+    seconds: float = 0.0
+    best_checkpoint: str | None = None
+    adaptations: list[dict[str, Any]] = field(default_factory=list)
+
+    def observe(self, objective: float, epoch: int) -> None:
+        self.reports += 1
+        self.epoch = epoch
+        if math.isfinite(objective) and (
+                self.best_objective is None
+                or (objective < self.best_objective if self.direction == "minimize"
+                    else objective > self.best_objective)):
+            self.best_objective = objective
+
+
+def objective_value(event: dict[str, Any], metric: str, penalty: float, direction: str) -> float:
+    """``metric`` penalised by the train/validation gap, in the study's direction.
+
+    The gap ``max(0, val_loss - train_loss)`` is added when minimising and
+    subtracted when maximising, so overfitting always makes the objective worse.
+    """
+    value = event.get(metric)
+    if value is None:
+        return math.nan
+    gap = max(0.0, (event.get("val_loss") or 0.0) - (event.get("train_loss") or 0.0))
+    sign = 1.0 if direction == "minimize" else -1.0
+    return float(value) + sign * penalty * gap
+
+
+class TrialRunner:
+    """The Optuna objective: ``study.optimize(TrialRunner(...))``."""
+
+    def __init__(self, config: Config, study_name: str,
+                 stop_requested: Callable[[], bool] = lambda: False,
+                 listener: TrialListener | None = None, poll_s: float = 1.0):
+        self.config = config
+        self.study_name = study_name
+        self.stop_requested = stop_requested
+        self.listener = listener or TrialListener()
+        self.poll_s = poll_s
+        self.direction = config.optimization.direction
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = suggest(trial, self.config.hyperparameter_search_space)
+        hparams = HParams.from_overrides({**self.config.fixed_hparams, **params}).to_dict()
+        run_dir = self.config.checkpoint_dir / self.study_name / f"trial_{trial.number:04d}"
+        resume = self._checkpoint_to_resume(trial)
+        trial.set_user_attr("run_dir", str(run_dir))
+        self.listener.trial_started(trial, hparams, run_dir)
+
+        run = _Run(self.direction)
+        controller = EarlyStopController(self.config.early_stopping, self.direction)
+        opt = self.config.optimization
+        while True:
+            decision, process = self._supervise(trial, run, controller, hparams, run_dir, resume)
+            if decision is None or decision.action is not Action.ADAPT:
+                break
+            if len(run.adaptations) >= opt.max_adaptations:
+                decision = dataclasses.replace(
+                    decision, action=Action.STOP,
+                    reason=f"{decision.reason} (no adaptations left after {opt.max_adaptations})")
+                break
+            changes = adapt_hparams(hparams, opt.adaptation.learning_rate_factor,
+                                    opt.adaptation.dropout_increase,
+                                    opt.adaptation.weight_decay_factor)
+            hparams.update({name: new for name, (_, new) in changes.items()})
+            adaptation = {"epoch": decision.epoch, "criterion": decision.criterion,
+                          "reason": decision.reason, "changes": changes, "time": time.time()}
+            run.adaptations.append(adaptation)
+            trial.set_user_attr("adaptations", run.adaptations)
+            self.listener.trial_adapted(trial, adaptation)
+            log.info("trial %d: adapting after %s: %s", trial.number, decision.criterion,
+                     ", ".join(f"{k} {a:g}->{b:g}" for k, (a, b) in changes.items()))
+            controller.reset_after_adaptation()
+            resume = run_dir / "best.pt"
+        return self._finish(trial, run, decision, process)
+
+    # --- one trainer process -----------------------------------------------------------
+    def _supervise(self, trial: optuna.Trial, run: _Run, controller: EarlyStopController,
+                   hparams: dict[str, Any], run_dir: Path, resume: Path | None
+                   ) -> tuple[Decision | None, TrainerProcess]:
+        """Run the trainer until it ends or a decision ends it; the decision, if any."""
+        process = self._start_trainer(hparams, run_dir, resume)
+        decision: Decision | None = None
+        for event in process.events(self.poll_s):
+            if event is None:
+                if decision is None and self.stop_requested():
+                    decision = self._user_stop(run)
+                    process.terminate(self.config.trainer.grace_period_s)
+                continue
+            objective = None
+            if event["event"] == "validation":
+                objective = self._on_validation(trial, run, event)
+                if decision is None:
+                    decision = self._decide(trial, run, controller, event, objective)
+                    if decision is not None:
+                        process.terminate(self.config.trainer.grace_period_s)
+            elif event["event"] == "checkpoint" and event["is_best"]:
+                run.best_checkpoint = event["path"]
+            elif event["event"] == "end":
+                run.seconds += event.get("seconds") or 0.0
+            self.listener.trainer_event(trial, event, objective)
+        return decision, process
+
+    def _start_trainer(self, hparams: dict[str, Any], run_dir: Path,
+                       resume: Path | None) -> TrainerProcess:
+        command = [self.config.trainer.python or sys.executable, "-m", "train",
+                   "--data", str(self.config.dataset_path), "--out", str(run_dir),
+                   "--cache-dir", str(self.config.state_dir / "mel_cache"),
+                   "--hparams", json.dumps(hparams)]
+        if resume is not None:
+            command += ["--resume", str(resume)]
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
+                                                           os.environ.get("PYTHONPATH")]))}
+        return TrainerProcess(command, run_dir, cwd=PROJECT_ROOT, env=env)
+
+    def _on_validation(self, trial: optuna.Trial, run: _Run, event: dict[str, Any]) -> float:
+        opt = self.config.optimization
+        objective = objective_value(event, opt.objective_metric, opt.overfitting_penalty,
+                                    self.direction)
+        run.observe(objective, event["epoch"])
+        # Report steps count validations, so they keep increasing across adaptation
+        # restarts (which replay epochs from the best checkpoint).
+        if math.isfinite(objective):
+            trial.report(objective, run.reports)
+        trial.set_user_attr("last_metrics", {
+            key: event.get(key) for key in ("epoch", "step", "train_loss", "val_loss",
+                                            "alignment_score", "gate_accuracy", "grad_norm",
+                                            "lr", "seconds")} | {"objective": objective})
+        return objective
+
+    def _decide(self, trial: optuna.Trial, run: _Run, controller: EarlyStopController,
+                event: dict[str, Any], objective: float) -> Decision | None:
+        decision = controller.observe(EpochMetrics.from_event(event, objective))
+        if decision.action is not Action.CONTINUE:
+            return decision
+        if trial.should_prune():
+            pruner = type(trial.study.pruner).__name__
+            return Decision(
+                action=Action.PRUNE, criterion="pruner", epoch=event["epoch"],
+                reason=f"{pruner}: objective {objective:.4f} at epoch {event['epoch']} is "
+                       f"worse than the other trials at the same point",
+                recommendation="this region of the search space looks unpromising; "
+                               "the sampler will move away from it")
+        if self.stop_requested():
+            return self._user_stop(run)
+        return None
+
+    @staticmethod
+    def _user_stop(run: _Run) -> Decision:
+        return Decision(action=Action.PRUNE, criterion="user", epoch=run.epoch,
+                        reason="stopped on request", recommendation="")
+
+    def _checkpoint_to_resume(self, trial: optuna.Trial) -> Path | None:
+        """For a retry of a trial whose worker died: that trial's last checkpoint."""
+        frozen = trial.study.get_trials(deepcopy=False)[trial.number]
+        original = retried_from(frozen)
+        if original is None:
+            return None
+        last = Path(frozen.user_attrs.get("run_dir", "")) / "last.pt"
+        if last.is_file():
+            log.info("trial %d retries trial %d: resuming from %s", trial.number, original, last)
+            return last
+        log.warning("trial %d retries trial %d, which left no checkpoint: starting over",
+                    trial.number, original)
+        return None
+
+    # --- the end of a trial ---------------------------------------------------------------
+    def _finish(self, trial: optuna.Trial, run: _Run, decision: Decision | None,
+                process: TrainerProcess) -> float:
+        code = process.returncode
+        attrs: dict[str, Any] = {"seconds": run.seconds, "epochs_trained": run.epoch,
+                                 "best_checkpoint": run.best_checkpoint, "exit_code": code}
+        if decision is None and code == EXIT_DIVERGED:
+            decision = Decision(action=Action.PRUNE, criterion="divergence", epoch=run.epoch,
+                                reason="the loss became NaN/inf",
+                                recommendation="lower the learning rate or the gradient clip "
+                                               "threshold, or add warm-up steps")
+        if decision is None and code != 0:
+            attrs |= {"outcome": Outcome.FAILED, "criterion": "crash", "stop_epoch": run.epoch,
+                      "reason": f"trainer exited with code {code}",
+                      "recommendation": "read the log tail; fix the data or the hyperparameter "
+                                        "that breaks the trainer",
+                      "log_tail": process.log_tail()}
+            self._record(trial, optuna.trial.TrialState.FAIL, None, attrs)
+            raise TrialCrashed(attrs["reason"])
+
+        if decision is None:
+            attrs |= {"outcome": Outcome.COMPLETED, "criterion": None, "stop_epoch": run.epoch,
+                      "reason": f"trained all {run.epoch} epochs", "recommendation": ""}
+        else:
+            outcome = {Action.STOP: Outcome.EARLY_STOPPED, Action.PRUNE: Outcome.PRUNED}[
+                decision.action]
+            if decision.criterion == "user":
+                outcome = Outcome.STOPPED_BY_USER
+            attrs |= {"outcome": outcome, "criterion": decision.criterion,
+                      "stop_epoch": decision.epoch, "reason": decision.reason,
+                      "recommendation": decision.recommendation}
+
+        if attrs["outcome"] in (Outcome.PRUNED, Outcome.STOPPED_BY_USER) or (
+                run.best_objective is None):
+            self._record(trial, optuna.trial.TrialState.PRUNED, None, attrs)
+            raise optuna.TrialPruned(attrs["reason"])
+        self._record(trial, optuna.trial.TrialState.COMPLETE, run.best_objective, attrs)
+        return run.best_objective
+
+    def _record(self, trial: optuna.Trial, state: optuna.trial.TrialState,
+                value: float | None, attrs: dict[str, Any]) -> None:
+        for key, value_ in attrs.items():
+            trial.set_user_attr(key, value_)
+        log.info("trial %d %s: %s", trial.number, attrs["outcome"], attrs["reason"])
+        self.listener.trial_finished(trial, state, value, attrs)

@@ -1,0 +1,179 @@
+"""Studies over a storage URL: create or resume, run as a worker, and stop on request.
+
+The Optuna storage is the single source of truth and the control channel. Next
+to Optuna's own records, a study carries these user attributes:
+
+``n_trials``        the study's trial budget (total, all workers together)
+``created_at``      Unix time the study was created
+``config``          the search space, fixed hyperparameters and objective it runs with
+``stop_requested``  set by :func:`request_stop`: ``{"at": time, "by": who}``
+``finished_at``     set by the last worker to leave, with ``end_reason``
+
+Any number of workers (``python -m tuner_core worker``) may run the same study
+from machines that reach the storage. On an RDB storage each running trial has a
+heartbeat; a trial whose worker died is failed when another worker notices and is
+retried (Optuna's ``RetryHeartbeatStaleTrialCallback``) from the dead trial's
+last checkpoint (see :class:`tuner_core.runner.TrialRunner`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from tuner_core.config import Config, OptimizationConfig
+from tuner_core.retries import fail_stale_trials, retried_numbers, retry_callback
+from tuner_core.runner import TrialCrashed, TrialListener, TrialRunner
+
+log = logging.getLogger(__name__)
+
+STOP_ATTR = "stop_requested"
+BUDGET_ATTR = "n_trials"
+FINISHED_ATTR = "finished_at"
+ACTIVE_STATES = (TrialState.RUNNING, TrialState.WAITING)
+
+
+class StudyNotFound(LookupError):
+    """No study of that name in the storage; the message lists the ones there are."""
+
+
+def open_storage(config: Config) -> optuna.storages.RDBStorage:
+    """The configured storage, with heartbeats and retries of trials whose worker died."""
+    url = config.storage_url
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # The bot reads while workers write; wait for SQLite's lock instead of failing.
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    opt = config.optimization
+    with warnings.catch_warnings():
+        # Heartbeats are flagged experimental; see tuner_core.retries.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs,
+            heartbeat_interval=opt.heartbeat_interval_s, grace_period=opt.heartbeat_grace_s,
+            heartbeat_stale_trial_callback=retry_callback(opt.max_retries))
+
+
+def make_sampler(opt: OptimizationConfig) -> optuna.samplers.BaseSampler:
+    kind, seed, startup = opt.sampler.type, opt.seed, opt.sampler.n_startup_trials
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(n_startup_trials=startup, seed=seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "cmaes":
+        return optuna.samplers.CmaEsSampler(n_startup_trials=startup, seed=seed)
+    return optuna.samplers.GPSampler(n_startup_trials=startup, seed=seed)
+
+
+def make_pruner(opt: OptimizationConfig) -> optuna.pruners.BasePruner:
+    p = opt.pruner
+    pruner: optuna.pruners.BasePruner
+    if p.type == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials,
+                                             n_warmup_steps=p.n_warmup_steps)
+    elif p.type == "percentile":
+        pruner = optuna.pruners.PercentilePruner(p.percentile, n_startup_trials=p.n_startup_trials,
+                                                 n_warmup_steps=p.n_warmup_steps)
+    elif p.type == "successive_halving":
+        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, p.n_warmup_steps))
+    elif p.type == "hyperband":
+        pruner = optuna.pruners.HyperbandPruner(min_resource=max(1, p.n_warmup_steps))
+    else:
+        pruner = optuna.pruners.NopPruner()
+    if p.patience is not None and p.type != "none":
+        pruner = optuna.pruners.PatientPruner(pruner, patience=p.patience)
+    return pruner
+
+
+def default_study_name(config: Config) -> str:
+    return f"{config.experiment_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def create_study(config: Config, name: str | None = None,
+                 n_trials: int | None = None) -> optuna.Study:
+    """Create the study ``name`` or resume it; ``n_trials`` (the total) becomes its budget."""
+    name = name or default_study_name(config)
+    study = optuna.create_study(
+        study_name=name, storage=open_storage(config), load_if_exists=True,
+        direction=config.optimization.direction, sampler=make_sampler(config.optimization),
+        pruner=make_pruner(config.optimization))
+    attrs = study.user_attrs
+    if "created_at" not in attrs:
+        study.set_user_attr("created_at", time.time())
+        study.set_user_attr("config", {
+            "experiment_name": config.experiment_name,
+            "objective_metric": config.optimization.objective_metric,
+            "direction": config.optimization.direction,
+            "search_space": {k: v.model_dump(mode="json")
+                             for k, v in config.hyperparameter_search_space.items()},
+            "fixed_hparams": config.fixed_hparams,
+        })
+    if n_trials is not None or BUDGET_ATTR not in attrs:
+        study.set_user_attr(BUDGET_ATTR, n_trials or config.optimization.n_trials)
+    if FINISHED_ATTR in attrs:  # resuming a finished or stopped study reopens it
+        for key in (FINISHED_ATTR, "end_reason", STOP_ATTR):
+            study._storage.set_study_user_attr(study._study_id, key, None)
+    return study
+
+
+def load_study(config: Config, name: str) -> optuna.Study:
+    """The existing study ``name``, with the configured sampler and pruner."""
+    storage = open_storage(config)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if name not in names:
+        known = ", ".join(names[-10:]) or "none yet"
+        raise StudyNotFound(f"no study named {name!r} in {config.storage_url} (known: {known})")
+    return optuna.load_study(study_name=name, storage=storage,
+                             sampler=make_sampler(config.optimization),
+                             pruner=make_pruner(config.optimization))
+
+
+def request_stop(study: optuna.Study, by: str) -> None:
+    """Ask every worker of ``study`` to stop its trial gracefully and leave."""
+    study.set_user_attr(STOP_ATTR, {"at": time.time(), "by": by})
+
+
+def stop_requested(study: optuna.Study) -> bool:
+    """Read afresh from the storage, so a request from another process is seen."""
+    attrs = study._storage.get_study_user_attrs(study._study_id)
+    return bool(attrs.get(STOP_ATTR))
+
+
+def trials_left(study: optuna.Study) -> int:
+    """Budget minus trials finished, running or queued; a trial that was retried counts once."""
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    used = sum(1 for t in trials if t.number not in retried)
+    return study.user_attrs.get(BUDGET_ATTR, 0) - used
+
+
+def run_worker(config: Config, study: optuna.Study, listener: TrialListener | None = None,
+               poll_s: float = 1.0) -> None:
+    """Run trials of ``study`` until its budget is used or a stop is requested."""
+    runner = TrialRunner(config, study.study_name, stop_requested=lambda: stop_requested(study),
+                         listener=listener, poll_s=poll_s)
+    while not stop_requested(study):
+        # Fail (and so queue the retry of) trials whose worker died, before counting.
+        fail_stale_trials(study)
+        queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if trials_left(study) <= 0 and not queued:
+            break
+        study.optimize(runner, n_trials=1, catch=(TrialCrashed,), gc_after_trial=False)
+    _mark_finished_if_last(study)
+
+
+def _mark_finished_if_last(study: optuna.Study) -> None:
+    if study.get_trials(deepcopy=False, states=ACTIVE_STATES):
+        return  # another worker is still busy; it will mark the end
+    reason = "stopped on request" if stop_requested(study) else "all trials done"
+    study.set_user_attr("end_reason", reason)
+    study.set_user_attr(FINISHED_ATTR, time.time())
+    log.info("study %s finished: %s", study.study_name, reason)
