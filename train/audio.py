@@ -13,8 +13,6 @@ to what a model predicts without a neural vocoder.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import librosa
@@ -22,6 +20,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from train.atomic import atomic_path
 from train.hparams import HParams
 
 # NVIDIA's floor before the log: keeps silence at log(1e-5) ≈ -11.5 instead of -inf.
@@ -66,18 +65,10 @@ def load_wav(path: Path, sampling_rate: int) -> np.ndarray:
 
 def save_wav(path: Path, wav: np.ndarray, sampling_rate: int) -> None:
     """Write ``wav`` (float in [-1, 1]) as 16-bit PCM, atomically; makes parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Out-of-range floats would wrap around in the int16 conversion; clip them instead.
     samples = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(Path(path)) as tmp:
         sf.write(tmp, samples, sampling_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class MelSpectrogram(torch.nn.Module):

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from train.atomic import atomic_path
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, truncated or not one of ours; names the file."""
@@ -25,13 +27,10 @@ REQUIRED_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "hparams")
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` so that a crash mid-write never leaves a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        os.fsync(f.fileno())  # on disk before the rename, so a power cut keeps one of the two
     return path
 
 

@@ -13,9 +13,7 @@ changed clip or a changed ``hop_length`` never reuses a stale feature.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from train.atomic import atomic_path
 from train.audio import AudioError, MelSpectrogram, load_wav
 from train.hparams import HParams
 from train.symbols import PAD_ID
@@ -184,16 +183,9 @@ class TextMelDataset(Dataset):
 
 
 def _save_npy_atomically(path: Path, array: np.ndarray) -> None:
-    # Written aside then renamed, so a crash or a parallel worker never leaves half a file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            np.save(file, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # A crash or a parallel worker must never leave half a cached mel.
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        np.save(file, array)
 
 
 class Batch(NamedTuple):
