@@ -1,13 +1,17 @@
 """Shared fixtures: a small generated corpus and a tiny, fast Tacotron2 profile."""
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import pytest
 
 from tests import postgres
 from train.corpus import generate_corpus
 from train.hparams import PROFILES
+from tuner_core.config import Config, load_config
+from tuner_core.study import create_study, run_worker
 
 # The tiny profile, trimmed further so a test epoch takes about a second on one core.
 TEST_HPARAMS = {
@@ -43,3 +47,45 @@ def postgres_url() -> Iterator[str]:
         pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
     with postgres.postgres_server() as url:
         yield url
+
+
+@dataclass
+class TrackedStudy:
+    """A finished study, tracked in MLflow (see the ``tracked_study`` fixture)."""
+
+    config_path: Path
+    config: Config
+    study: optuna.Study
+
+
+@pytest.fixture(scope="session")
+def tracked_study(corpus: Path, mel_cache: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> TrackedStudy:
+    """A real 5-trial study of 2 epochs with MLflow and the registry, one trial per fate.
+
+    Trial 0 completes first (version 1); 1 completes worse (keep_top_k is 1, so its
+    checkpoints go); 2 completes best (version 2, with plots and audio samples); 3 learns
+    too slowly and is pruned; 4 asks for a sampling rate the corpus lacks and fails.
+    """
+    from tests.test_tuner import write_config
+
+    tmp_path = tmp_path_factory.mktemp("tracked")
+    path = write_config(
+        tmp_path, corpus, mel_cache, trainer={"hparams": {**TEST_HPARAMS, "epochs": 2}},
+        hyperparameter_search_space={
+            "learning_rate": {"type": "float", "min": 1e-4, "max": 5e-3, "log": True},
+            "sampling_rate": {"type": "categorical", "choices": [16000, 22050]},
+            "artifacts": {"type": "categorical", "choices": ["none", "validation"]}},
+        optimization={"n_trials": 5, "pruner": {"type": "median", "n_startup_trials": 2,
+                                                 "n_warmup_steps": 0}},
+        mlflow={"enabled": True}, registry={"keep_top_k": 1})
+    config = load_config(path)
+    study = create_study(config, "tracked", 5)
+    for params in ({"learning_rate": 1e-3, "artifacts": "none"},
+                   {"learning_rate": 1e-4, "artifacts": "none"},
+                   {"learning_rate": 5e-3, "artifacts": "validation"},
+                   {"learning_rate": 1e-4, "artifacts": "none"},
+                   {"sampling_rate": 16000}):
+        study.enqueue_trial({"sampling_rate": 22050, **params})
+    run_worker(config, study, poll_s=0.2)
+    return TrackedStudy(path, config, study)

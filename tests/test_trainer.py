@@ -65,6 +65,8 @@ def test_validation_loss_falls_and_the_run_is_fully_reported(trained):
     assert set(kinds) == {"alignment_plot", "mel_plot", "audio"}
     for path in kinds.values():
         assert path.is_file() and path.stat().st_size > 1000
+    # The raw alignment beside its plot, for reports to redraw (decoder steps × tokens).
+    assert np.load(kinds["alignment_plot"].with_suffix(".npy")).ndim == 2
     assert "epoch 8" in (out / "train.log").read_text()
 
 
@@ -172,3 +174,13 @@ def test_a_vanished_event_reader_does_not_break_a_graceful_stop(corpus, mel_cach
     assert proc.wait(timeout=20) == 0
     assert "stopped: signal SIGTERM" in (tmp_path / "train.log").read_text()
     assert load_checkpoint(tmp_path / "last.pt")["step"] > 0
+
+
+@pytest.mark.parametrize(("every", "steps"), [(3, [3, 4]), (2, [2, 4])])
+def test_validation_every_n_steps_ends_with_one_and_never_reports_an_empty_mean(
+        corpus, mel_cache, tmp_path, every, steps):
+    events, _ = run_train(corpus, tmp_path, mel_cache, "--hparams",
+                          hparams_arg(epochs=2, val_every_steps=every))
+    validations = of_kind(events, "validation")
+    assert [v["step"] for v in validations] == steps  # 16 clips, batches of 8: 2 per epoch
+    assert all(math.isfinite(v["train_loss"]) for v in validations)

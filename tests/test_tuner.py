@@ -35,6 +35,7 @@ def write_config(tmp_path: Path, corpus: Path, mel_cache: Path, **sections) -> P
                          "pruner": {"type": "none"},
                          "heartbeat_interval_s": 1, "heartbeat_grace_s": 4},
         "early_stopping": {},
+        "mlflow": {"enabled": False},  # tracking has its own tests; it costs seconds per study
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):

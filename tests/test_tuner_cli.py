@@ -85,3 +85,15 @@ def test_a_seeded_study_suggests_the_same_parameters_again(tmp_path, corpus, mel
         suggested.append([study.ask().suggest_float("learning_rate", 1e-4, 5e-3, log=True)
                           for _ in range(3)])
     assert suggested[0] == suggested[1]
+
+
+def test_threads_opening_a_new_storage_at_once_share_one(tmp_path, corpus, mel_cache):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tuner_core.study import open_storage
+
+    config = load_config(write_config(tmp_path, corpus, mel_cache))
+    with ThreadPoolExecutor(4) as pool:
+        storages = list(pool.map(lambda _: open_storage(config), range(4)))
+    assert all(storage is storages[0] for storage in storages)
+    assert optuna.get_all_study_summaries(storages[0]) == []

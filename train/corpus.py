@@ -31,6 +31,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from train.arguments import positive_int
 from train.text import normalize
 
 SAMPLE_RATE = 22050
@@ -326,23 +327,13 @@ def generate_corpus(out: Path, n: int, seed: int = 0) -> Path:
     return out
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m train.corpus",
         description="Write a synthetic LJSpeech-format corpus spoken by espeak-ng.",
     )
     parser.add_argument("--out", type=Path, required=True, help="corpus folder to write")
-    parser.add_argument("--n", type=_positive_int, default=100, help="number of clips")
+    parser.add_argument("--n", type=positive_int, default=100, help="number of clips")
     parser.add_argument("--seed", type=int, default=0, help="sentence generator seed")
     args = parser.parse_args(argv)
     started = time.perf_counter()

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train import artifacts
+from train import artifacts, figures
 from train.alignment import focus_score, gate_accuracy
 from train.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from train.data import Batch, DataError, make_loaders
@@ -143,7 +143,9 @@ class Trainer:
                 if self.hp.val_every_steps and self.step % self.hp.val_every_steps == 0:
                     self._validate_and_checkpoint(epoch, started, epoch_end=False)
             self.epoch = epoch
-            if not self.hp.val_every_steps or epoch == self.hp.epochs:
+            # With step-based validation, the last epoch still ends with one, unless its
+            # last step has just been validated.
+            if not self.hp.val_every_steps or (epoch == self.hp.epochs and self._train_losses):
                 self._validate_and_checkpoint(epoch, started, epoch_end=True)
             if self._stop_signal is not None:
                 return "stopped", f"signal {signal.Signals(self._stop_signal).name}"
@@ -282,11 +284,12 @@ class Trainer:
         tokens = int(batch.input_lengths[0])
         folder = self.run_dir / "artifacts"
         title = f"epoch {epoch}, step {self.step}"
+        alignment = alignments[0, :steps, :tokens].float().cpu().numpy()
+        figures.save_alignment_matrix(alignment, folder / f"alignment_e{epoch:04d}.npy")
         paths = {
-            "alignment_plot": artifacts.plot_alignment(
-                alignments[0, :steps, :tokens].float().cpu().numpy(),
-                folder / f"alignment_e{epoch:04d}.png", title),
-            "mel_plot": artifacts.plot_mels(
+            "alignment_plot": figures.plot_alignment(
+                alignment, folder / f"alignment_e{epoch:04d}.png", title),
+            "mel_plot": figures.plot_mels(
                 batch.mel_padded[0, :, :frames].float().cpu().numpy(),
                 mel_postnet[0, :, :frames].float().cpu().numpy(),
                 folder / f"mel_e{epoch:04d}.png", title),

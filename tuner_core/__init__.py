@@ -9,7 +9,8 @@ The public API is :class:`SmartTuner`::
     print(result["best_parameters"], result["best_value"])
 
 and, for the bot and other front ends, starting a study in a worker process,
-requesting a stop, and reading status, the best trial and the trial list.
+requesting a stop, reading status, the best trial and the trial list, and the model
+registry (versions, promotion, export).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tuner_core.summary import (
     result_summary,
     studies_list,
     study_status,
+    trial_row,
     trials_list,
 )
 
@@ -104,6 +106,52 @@ class SmartTuner:
     def latest_study_name(self) -> str | None:
         studies = self.studies()
         return studies[-1]["study_name"] if studies else None
+
+    # --- the model registry (tuner_core.registry, imported on first use: MLflow takes
+    # seconds to load, and most callers never need it) --------------------------------
+    def models(self) -> list[dict[str, Any]]:
+        """Every registered model version, newest first."""
+        from tuner_core.registry import list_versions
+
+        return list_versions(self.config)
+
+    def promote(self, version: str) -> dict[str, Any]:
+        """Make ``version`` (a number or an alias) the champion; the promoted version's
+        info, with ``replaced``: the former champion (None if it already was)."""
+        from tuner_core.registry import promote
+
+        return promote(self.config, version)
+
+    def export(self, ref: str, out: Path) -> Path:
+        """Write version ``ref`` (a number or an alias) to the folder ``out``; ``out``."""
+        from tuner_core.registry import export
+
+        return export(self.config, ref, Path(out))
+
+    def best_version(self, study_name: str | None = None) -> str | None:
+        """The model version registered from the study's best trial, if any."""
+        try:
+            best = self._study(study_name).best_trial
+        except ValueError:  # no trial has completed
+            return None
+        return best.user_attrs.get("registered_version")
+
+    def audio_sample(self, study_name: str | None = None,
+                     trial_number: int | None = None) -> Path | None:
+        """The newest audio sample (``sample_*.wav``) of a trial, the best by default."""
+        study = self._study(study_name)
+        if trial_number is None:
+            row = best_trial(study)
+        else:
+            trials = study.get_trials(deepcopy=False)
+            if not 0 <= trial_number < len(trials):
+                raise LookupError(f"study {study.study_name} has no trial {trial_number} "
+                                  f"(it has {len(trials)})")
+            row = trial_row(trials[trial_number])
+        if row is None or row["run_dir"] is None:
+            return None
+        samples = Path(row["run_dir"], "artifacts").glob("sample_*.wav")
+        return max(samples, key=lambda path: path.stat().st_mtime, default=None)
 
     def _study(self, name: str | None):
         name = name or self.latest_study_name()

@@ -8,6 +8,10 @@
     stop     [--study NAME]              ask the study's workers to stop gracefully
     studies                              every study in the storage
     check                                config, dataset, storage, torch/CUDA, bot token
+    report   [--study NAME] [--out DIR]  figures and report.md (default STATE_DIR/reports/STUDY)
+    models                               the registered model versions, newest first
+    promote  VERSION                     make a version (number or alias) the champion
+    export   VERSION|ALIAS --out DIR     checkpoint, hparams, config, model card, audio sample
 
 Every command takes ``--config`` (default ``$SMART_TUNER_CONFIG`` or
 ``config/smart_tuner.yaml``); ``--study`` defaults to the latest study.
@@ -20,12 +24,14 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import optuna
 from tqdm import tqdm
 
+from train.arguments import positive_int
 from tuner_core import SmartTuner
 from tuner_core.config import ConfigError
 from tuner_core.logs import setup_logging
@@ -121,6 +127,10 @@ def _work(tuner: SmartTuner, study: optuna.Study, args: argparse.Namespace) -> i
         if bars:
             bars.close()
     print_result(result_summary(study))
+    if tuner.config.mlflow.enabled:
+        from tuner_core.tracking import mlflow_ui_command  # the worker has loaded MLflow
+
+        print(f"MLflow UI: {mlflow_ui_command(tuner.config)}")
     return 0
 
 
@@ -187,8 +197,62 @@ def cmd_check(tuner: SmartTuner, args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_report(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    from tuner_core.report import write_report  # matplotlib only loads for this command
+
+    study = tuner._study(args.study)
+    out_dir = args.out or tuner.config.state_dir / "reports" / study.study_name
+    path = write_report(study, out_dir)
+    print(f"report of study {study.study_name}: {path}")
+    return 0
+
+
+def cmd_models(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    rows = tuner.models()
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    elif not rows:
+        print(f"model {tuner.config.registry.model_name} has no version yet")
+    else:
+        print_table([row | {"aliases": ", ".join(row["aliases"]),
+                            "created": time.strftime("%Y-%m-%d %H:%M",
+                                                     time.localtime(row["created"]))}
+                     for row in rows], ["version", "aliases", "value", "study", "trial", "created"])
+    return 0
+
+
+def cmd_promote(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    from tuner_core.registry import RegistryError  # MLflow loads only for registry commands
+
+    try:
+        info = tuner.promote(args.version)
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if info["replaced"] is None:
+        print(f"version {info['version']} is the champion already")
+    else:
+        print(f"version {info['version']} is the champion; version {info['replaced']} "
+              f"is now 'previous'")
+    return 0
+
+
+def cmd_export(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    from tuner_core.registry import RegistryError
+
+    try:
+        out = tuner.export(args.ref, args.out)
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported {args.ref} to {out}")
+    return 0
+
+
 COMMANDS = {"tune": cmd_tune, "worker": cmd_worker, "status": cmd_status, "best": cmd_best,
-            "trials": cmd_trials, "stop": cmd_stop, "studies": cmd_studies, "check": cmd_check}
+            "trials": cmd_trials, "stop": cmd_stop, "studies": cmd_studies, "check": cmd_check,
+            "report": cmd_report, "models": cmd_models, "promote": cmd_promote,
+            "export": cmd_export}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -204,24 +268,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if name in ("tune", "worker"):
             p.add_argument("--quiet", action="store_true", help="no progress bars")
         if name == "tune":
-            p.add_argument("--trials", type=_positive, help="the study's trial budget")
-        if name != "studies" and name != "check":
+            p.add_argument("--trials", type=positive_int, help="the study's trial budget")
+        if name not in ("studies", "check", "models", "promote", "export"):
             p.add_argument("--study", required=name == "worker", help="study name")
-        if name in ("status", "best", "trials"):
+        if name in ("status", "best", "trials", "models"):
             p.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "trials":
-            p.add_argument("--limit", type=_positive, help="only the last N trials")
+            p.add_argument("--limit", type=positive_int, help="only the last N trials")
+        if name == "report":
+            p.add_argument("--out", type=Path, help="the folder to write the report into")
+        if name == "promote":
+            p.add_argument("version", help="a version number or an alias (previous: roll back)")
+        if name == "export":
+            p.add_argument("ref", help="a version number or an alias (champion, previous)")
+            p.add_argument("--out", type=Path, required=True, help="the folder to write")
     return parser.parse_args(argv)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

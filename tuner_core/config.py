@@ -228,6 +228,7 @@ class OptimizationConfig(_Section):
 
 
 class MlflowConfig(_Section):
+    enabled: bool = True                # track studies in MLflow and register the best models
     tracking_uri: str | None = None     # None: sqlite:///<state_dir>/mlflow.db
     experiment_name: str | None = None  # None: the config's experiment_name
 

@@ -17,8 +17,9 @@ A trainer that crashes (exit code other than 0 or the divergence code) fails the
 trial with its exit code and log tail; the study goes on. Everything the bot and
 the reports need ends up on the trial's user attributes in the storage:
 ``outcome``, ``criterion``, ``reason``, ``recommendation``, ``stop_epoch``,
-``adaptations``, ``run_dir``, ``best_checkpoint``, ``last_metrics``, ``seconds``
-and, for failures, ``exit_code`` and ``log_tail``.
+``adaptations``, ``run_dir``, ``best_checkpoint``, ``last_metrics``, ``history``,
+``anomalies`` (:mod:`tuner_core.metrics_store`), ``seconds`` and, for failures,
+``exit_code`` and ``log_tail``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from train.hparams import HParams
 from tuner_core.adaptation import adapt_hparams
 from tuner_core.config import Config
 from tuner_core.early_stop import Action, Decision, EarlyStopController, EpochMetrics
+from tuner_core.metrics_store import detect_anomalies
 from tuner_core.process import TrainerProcess
 from tuner_core.retries import retried_from
 from tuner_core.search_space import suggest
@@ -49,6 +51,11 @@ from tuner_core.search_space import suggest
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+# The validation-event fields kept per epoch on the trial ("history", "last_metrics").
+HISTORY_METRICS = ("epoch", "step", "train_loss", "val_loss", "val_mel_loss", "val_gate_loss",
+                   "alignment_score", "gate_accuracy", "grad_norm", "lr", "seconds")
 
 
 class TrialCrashed(RuntimeError):
@@ -80,7 +87,41 @@ class TrialListener:
 
     def trial_finished(self, trial: optuna.Trial, state: optuna.trial.TrialState,
                        value: float | None, attrs: dict[str, Any]) -> None:
-        """The trial's final state, value and user attributes are known."""
+        """The trial's final state, value and user attributes are known.
+
+        Called from inside the objective, just before Optuna records the state, so
+        ``trial.study.best_value`` does not include this trial yet.
+        """
+
+    def study_finished(self, study: optuna.Study) -> None:
+        """The study's budget is used or it was stopped, and no trial is running."""
+
+
+class ListenerGroup(TrialListener):
+    """Several listeners heard as one, in order."""
+
+    def __init__(self, *listeners: TrialListener | None):
+        self.listeners = [listener for listener in listeners if listener is not None]
+
+    def trial_started(self, *args: Any) -> None:
+        for listener in self.listeners:
+            listener.trial_started(*args)
+
+    def trainer_event(self, *args: Any) -> None:
+        for listener in self.listeners:
+            listener.trainer_event(*args)
+
+    def trial_adapted(self, *args: Any) -> None:
+        for listener in self.listeners:
+            listener.trial_adapted(*args)
+
+    def trial_finished(self, *args: Any) -> None:
+        for listener in self.listeners:
+            listener.trial_finished(*args)
+
+    def study_finished(self, *args: Any) -> None:
+        for listener in self.listeners:
+            listener.study_finished(*args)
 
 
 @dataclass
@@ -94,6 +135,10 @@ class _Run:
     seconds: float = 0.0
     best_checkpoint: str | None = None
     adaptations: list[dict[str, Any]] = field(default_factory=list)
+    # Per-validation series, {metric: [values]}, kept on the trial as "history".
+    history: dict[str, list[Any]] = field(default_factory=dict)
+    # Spikes and non-finite values found in the history, kept on the trial as "anomalies".
+    anomalies: list[dict[str, Any]] = field(default_factory=list)
 
     def observe(self, objective: float, epoch: int) -> None:
         self.reports += 1
@@ -216,10 +261,19 @@ class TrialRunner:
         # restarts (which replay epochs from the best checkpoint).
         if math.isfinite(objective):
             trial.report(objective, run.reports)
-        trial.set_user_attr("last_metrics", {
-            key: event.get(key) for key in ("epoch", "step", "train_loss", "val_loss",
-                                            "alignment_score", "gate_accuracy", "grad_norm",
-                                            "lr", "seconds")} | {"objective": objective})
+        metrics = {key: event.get(key) for key in HISTORY_METRICS} | {
+            "objective": objective if math.isfinite(objective) else None}
+        for key, value in metrics.items():
+            run.history.setdefault(key, []).append(value)
+        trial.set_user_attr("last_metrics", metrics)
+        trial.set_user_attr("history", run.history)
+        # Only the newest validation: the earlier ones were checked as they arrived.
+        new = detect_anomalies(run.history, since=len(run.history["epoch"]) - 1)
+        for anomaly in new:
+            log.warning("trial %d: %s", trial.number, anomaly.message)
+            run.anomalies.append(dataclasses.asdict(anomaly))
+        if new:
+            trial.set_user_attr("anomalies", run.anomalies)
         return objective
 
     def _decide(self, trial: optuna.Trial, run: _Run, controller: EarlyStopController,

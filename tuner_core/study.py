@@ -19,6 +19,7 @@ last checkpoint (see :class:`tuner_core.runner.TrialRunner`).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -29,7 +30,7 @@ from optuna.trial import TrialState
 
 from tuner_core.config import Config, OptimizationConfig
 from tuner_core.retries import fail_stale_trials, retried_numbers, retry_callback
-from tuner_core.runner import TrialCrashed, TrialListener, TrialRunner
+from tuner_core.runner import ListenerGroup, TrialCrashed, TrialListener, TrialRunner
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,26 @@ class StudyNotFound(LookupError):
     """No study of that name in the storage; the message lists the ones there are."""
 
 
+_storages: dict[tuple[Any, ...], optuna.storages.RDBStorage] = {}
+_storages_lock = threading.Lock()
+
+
 def open_storage(config: Config) -> optuna.storages.RDBStorage:
-    """The configured storage, with heartbeats and retries of trials whose worker died."""
+    """The configured storage, with heartbeats and retries of trials whose worker died.
+
+    One per process and setting: an RDB storage owns a connection pool, and two
+    created at once on a new database would both try to create its tables.
+    """
+    opt = config.optimization
+    key = (config.storage_url, opt.heartbeat_interval_s, opt.heartbeat_grace_s,
+           opt.max_retries)
+    with _storages_lock:
+        if key not in _storages:
+            _storages[key] = _new_storage(config)
+        return _storages[key]
+
+
+def _new_storage(config: Config) -> optuna.storages.RDBStorage:
     url = config.storage_url
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +176,17 @@ def trials_left(study: optuna.Study) -> int:
 
 def run_worker(config: Config, study: optuna.Study, listener: TrialListener | None = None,
                poll_s: float = 1.0) -> None:
-    """Run trials of ``study`` until its budget is used or a stop is requested."""
+    """Run trials of ``study`` until its budget is used or a stop is requested.
+
+    MLflow tracking (when ``mlflow.enabled``) and the model registry hear of every trial
+    before ``listener`` does.
+    """
+    # Imported here: MLflow takes seconds to load, and only workers need it.
+    from tuner_core.registry import RegistryListener
+    from tuner_core.tracking import MlflowTracker
+
+    listener = ListenerGroup(MlflowTracker(config) if config.mlflow.enabled else None,
+                             RegistryListener(config), listener)
     runner = TrialRunner(config, study.study_name, stop_requested=lambda: stop_requested(study),
                          listener=listener, poll_s=poll_s)
     while not stop_requested(study):
@@ -167,13 +196,16 @@ def run_worker(config: Config, study: optuna.Study, listener: TrialListener | No
         if trials_left(study) <= 0 and not queued:
             break
         study.optimize(runner, n_trials=1, catch=(TrialCrashed,), gc_after_trial=False)
-    _mark_finished_if_last(study)
+    if _mark_finished_if_last(study):
+        listener.study_finished(study)
 
 
-def _mark_finished_if_last(study: optuna.Study) -> None:
+def _mark_finished_if_last(study: optuna.Study) -> bool:
+    """Record the study's end unless another worker is still busy (it will); whether done."""
     if study.get_trials(deepcopy=False, states=ACTIVE_STATES):
-        return  # another worker is still busy; it will mark the end
+        return False
     reason = "stopped on request" if stop_requested(study) else "all trials done"
     study.set_user_attr("end_reason", reason)
     study.set_user_attr(FINISHED_ATTR, time.time())
     log.info("study %s finished: %s", study.study_name, reason)
+    return True

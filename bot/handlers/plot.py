@@ -1,0 +1,28 @@
+"""/plot: the learning curves of the latest study, as a photo."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.filters import Command
+from aiogram.types import BufferedInputFile, Message
+from aiogram.utils.chat_action import ChatActionSender
+
+from bot import messages
+from bot.service import TunerService
+
+
+async def plot(message: Message, service: TunerService) -> None:
+    async with ChatActionSender.upload_photo(chat_id=message.chat.id, bot=message.bot):
+        found = await service.learning_curves()
+    if found is None:
+        await message.answer(messages.no_study())
+        return
+    name, png = found
+    await message.answer_photo(BufferedInputFile(png, filename=f"{name}.png"),
+                               caption=messages.plot_caption(name))
+
+
+def router() -> Router:
+    router = Router(name="plot")
+    router.message.register(plot, Command("plot"))
+    return router

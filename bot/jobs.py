@@ -1,0 +1,27 @@
+"""The bot's scheduled jobs, run by APScheduler in the bot's own event loop."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.notifier import Notifier
+from tuner_core.config import TelegramConfig
+
+
+def create_scheduler(notifier: Notifier, telegram: TelegramConfig) -> AsyncIOScheduler:
+    """Poll for news every ``poll_interval_s`` (first at once), and send the metrics
+    summary every ``summary_interval_min`` when ``notifications.metrics_summary`` is on.
+
+    A job still running when its next turn comes is not started twice, and turns missed
+    while the loop was busy are run once, late, rather than dropped or piled up.
+    """
+    scheduler = AsyncIOScheduler(job_defaults={"max_instances": 1, "coalesce": True,
+                                               "misfire_grace_time": None})
+    scheduler.add_job(notifier.poll, "interval", seconds=telegram.poll_interval_s,
+                      id="notifications", next_run_time=datetime.now())
+    if telegram.notifications.metrics_summary:
+        scheduler.add_job(notifier.summary, "interval", minutes=telegram.summary_interval_min,
+                          id="metrics_summary")
+    return scheduler

@@ -1,0 +1,333 @@
+"""Every text the bot sends, in Telegram's HTML parse mode.
+
+Names and strings that come from studies, trials or the user are escaped with
+:func:`html.escape`. Telegram's limits are kept here: a message is at most
+:data:`MESSAGE_LIMIT` characters (:func:`split_message`), a caption at most
+:data:`CAPTION_LIMIT` (:func:`caption`). Tags never span lines except ``<pre>``
+blocks, which is what lets :func:`split_message` cut between lines.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from bot.service import ExportedModel, StartedStudy, StopOutcome
+from tuner_core.events import Kind, Notification
+
+MESSAGE_LIMIT = 4096
+CAPTION_LIMIT = 1024
+PRIVATE = "This bot is private."
+
+# (command, what it does): the /help table and the menu registered with set_my_commands.
+COMMANDS: list[tuple[str, str]] = [
+    ("tune", "start a study: /tune N runs N trials"),
+    ("status", "the running or last study, with Refresh and Stop"),
+    ("best", "the best trial: value, parameters, audio, promote, export"),
+    ("stop", "stop the running study (asks first)"),
+    ("trials", "the last 10 trials and why each ended"),
+    ("plot", "learning curves of the study"),
+    ("models", "registered model versions and aliases"),
+    ("help", "this list"),
+]
+
+
+# --- commands ------------------------------------------------------------------------------
+
+def help_text(experiment: str) -> str:
+    rows = "\n".join(f"/{command} — {html.escape(what)}" for command, what in COMMANDS)
+    return (f"<b>Smart Tuner</b> tunes Tacotron2 hyperparameters with Optuna "
+            f"(experiment <code>{html.escape(experiment)}</code>).\n"
+            "Each trial is a real training run; weak ones are pruned or stopped early, and "
+            "I tell you here what happens.\n\n" + rows)
+
+
+def study_started(study: StartedStudy) -> str:
+    return (f"🚀 Started study <code>{html.escape(study.name)}</code>: "
+            f"{study.n_trials} trials, objective {html.escape(study.objective_metric)} "
+            f"({study.direction}).\n"
+            f"Search space:\n{_pre(study.search_space)}\n"
+            "I will report every trial here. /status shows the progress.")
+
+
+def already_running(status: Mapping[str, Any]) -> str:
+    return ("A study is already running; stop it first or wait for it to finish.\n\n"
+            + status_text(status))
+
+
+def no_study() -> str:
+    return "No study yet. Start one with /tune N."
+
+
+def status_text(status: Mapping[str, Any]) -> str:
+    """A study's progress: trials by state, best value, the running trials, time."""
+    state = status["state"] + (f" ({status['end_reason']})" if status["end_reason"] else "")
+    counts = ", ".join(f"{count} {name.lower()}" for name, count in status["counts"].items()
+                       if count) or "none yet"
+    lines = [f"📊 Study <code>{html.escape(status['study_name'])}</code>: "
+             f"{html.escape(state)}",
+             f"Trials: {counts} (budget {status['n_trials']})"]
+    if status["best_value"] is not None:
+        lines.append(f"Best: {_number(status['best_value'])} (trial {status['best_trial']})")
+    for trial in status["running"]:
+        lines.append(_running_trial(trial))
+    timing = f"Elapsed {duration(status['elapsed_s'])}"
+    if status.get("eta_s"):
+        timing += f", about {duration(status['eta_s'])} left"
+    lines.append(timing)
+    lines.append(f"<i>as of {time.strftime('%H:%M:%S')}</i>")
+    return "\n".join(lines)
+
+
+def _running_trial(trial: Mapping[str, Any]) -> str:
+    metrics = trial.get("last_metrics") or {}
+    shown = ", ".join(f"{key} {_number(metrics[key])}"
+                      for key in ("objective", "val_loss", "train_loss", "alignment_score")
+                      if metrics.get(key) is not None)
+    epoch = metrics.get("epoch")
+    where = f"epoch {epoch}" if epoch is not None else "starting"
+    return f"▶️ Trial {trial['number']}: {where}" + (f" — {shown}" if shown else "")
+
+
+def stop_question(status: Mapping[str, Any]) -> str:
+    return (f"Stop study <code>{html.escape(status['study_name'])}</code>? Running trials "
+            "end gracefully (their checkpoints are kept) and no new trial starts.")
+
+
+def stop_result(name: str, outcome: StopOutcome) -> str:
+    name = f"<code>{html.escape(name)}</code>"
+    if outcome is StopOutcome.REQUESTED:
+        return (f"⏹ Stop requested for study {name}. "
+                "I will tell you when its workers have stopped.")
+    if outcome is StopOutcome.ALREADY_STOPPING:
+        return f"Study {name} is already stopping."
+    return f"Study {name} has already finished."
+
+
+def stop_cancelled() -> str:
+    return "OK, the study keeps running."
+
+
+def best_text(best: Mapping[str, Any], model: Mapping[str, Any] | None) -> str:
+    """The best trial, and its registered model version when there is one."""
+    lines = [f"🏆 Best of <code>{html.escape(best['study_name'])}</code>: "
+             f"<b>{_number(best['value'])}</b> (trial {best['number']})",
+             _params_table(best["params"])]
+    if best.get("reason"):
+        lines.append(f"Ended: {html.escape(best['reason'])}")
+    if best.get("mlflow_run_id"):
+        lines.append(f"MLflow run <code>{html.escape(best['mlflow_run_id'])}</code>")
+    if model:
+        aliases = ", ".join(model["aliases"]) or "no alias"
+        lines.append(f"Model version {model['version']} ({html.escape(aliases)})")
+    else:
+        lines.append("Not registered as a model version.")
+    return "\n".join(lines)
+
+
+def no_best() -> str:
+    return "No trial has completed yet."
+
+
+def trials_text(study: str, rows: list[Mapping[str, Any]]) -> str:
+    """A table of trials: number, outcome, value and why each ended."""
+    if not rows:
+        return f"Study <code>{html.escape(study)}</code> has no trials yet."
+    table = [f"{'#':>3} {'outcome':<15} {'value':>8}  reason"]
+    for row in rows:
+        outcome = row["outcome"] or row["state"].lower()
+        reason = row["reason"] or ""
+        if len(reason) > 60:
+            reason = reason[:59] + "…"
+        table.append(f"{row['number']:>3} {outcome:<15} {_number(row['value']):>8}  {reason}")
+    return f"Last trials of <code>{html.escape(study)}</code>:\n{_pre(table)}"
+
+
+def plot_caption(study: str) -> str:
+    return caption(f"Learning curves of {study}: the objective at every validation, "
+                   "the best trial in red.")
+
+
+def models_text(models: list[Mapping[str, Any]]) -> str:
+    if not models:
+        return "No model is registered yet; the best trial of a study is registered when it ends."
+    table = [f"{'ver':>3} {'value':>8} {'study/trial':<28} aliases"]
+    for model in models:
+        origin = f"{model['study']}/{model['trial']}"
+        table.append(f"{model['version']:>3} {_number(model['value']):>8} {origin:<28} "
+                     f"{', '.join(model['aliases'])}")
+    return f"Registered models (newest first):\n{_pre(table)}"
+
+
+def promoted(result: Mapping[str, Any]) -> str:
+    if result["replaced"] is None:
+        return f"🏆 Version {result['version']} is the champion."
+    return (f"🏆 Version {result['version']} is now the champion "
+            f"(version {result['replaced']} is kept as 'previous').")
+
+
+def exported(export: ExportedModel) -> str:
+    if export.zip_path is None:
+        return (f"The export of version {export.version} is larger than 50 MB, too big to send "
+                f"here; it is in <code>{html.escape(str(export.folder))}</code>.")
+    return caption(f"Version {export.version}: checkpoint, hyperparameters and model card.")
+
+
+def audio_caption(trial: int) -> str:
+    return f"Trial {trial}: a fixed sentence, spoken by the model (Griffin-Lim vocoder)."
+
+
+def no_audio(trial: int) -> str:
+    return f"Trial {trial} has no audio sample."
+
+
+# --- notifications --------------------------------------------------------------------------
+
+def notification_text(notification: Notification) -> str:
+    facts = notification.facts
+    study = f"<code>{html.escape(notification.study)}</code>"
+    if notification.kind is Kind.TRAINING_START:
+        objective = (f"{html.escape(str(facts['objective_metric']))} "
+                     f"({html.escape(str(facts['direction']))})")
+        return (f"🚀 Study {study} started: {facts['budget']} trials, objective {objective}.\n"
+                f"Search space:\n{_pre(facts['search_space'])}")
+    if notification.kind is Kind.RESTARTS:
+        changes = [f"{name}: {_number(old)} → {_number(new)}"
+                   for name, (old, new) in facts["changes"].items()]
+        return (f"🔁 Trial {facts['trial']} of {study} restarts from its best checkpoint "
+                f"(restart {facts['restart']}, {html.escape(str(facts['criterion']))} "
+                f"at epoch {facts['epoch']}): {html.escape(str(facts['reason']))}\n"
+                f"{_pre(changes)}")
+    if notification.kind is Kind.ANOMALIES:
+        return (f"⚠️ Trial {facts['trial']} of {study}: "
+                f"{html.escape(str(facts.get('message', 'an anomaly')))}")
+    if notification.kind is Kind.OPTIMIZATION_UPDATES:
+        before = (f" (was {_number(facts['previous_value'])}, trial {facts['previous_trial']})"
+                  if facts["previous_trial"] is not None else "")
+        return (f"🏆 New best in {study}: <b>{_number(facts['value'])}</b> by trial "
+                f"{facts['trial']}{before}\n{_params_table(facts['params'])}")
+    if notification.kind is Kind.TRAINING_COMPLETE:
+        return _study_finished(study, facts)
+    return _trial_finished(study, facts)
+
+
+def _trial_finished(study: str, facts: Mapping[str, Any]) -> str:
+    trial, outcome = facts["trial"], facts["outcome"]
+    took = f" in {duration(facts['duration_s'])}" if facts["duration_s"] is not None else ""
+    reason = html.escape(str(facts["reason"] or ""))
+    if outcome == "worker_lost":
+        retry = " It is retried from its last checkpoint." if facts["retried"] else ""
+        return f"❌ Trial {trial} of {study} lost its worker (no heartbeat).{retry}"
+    if outcome == "failed":
+        tail = facts["log_tail"].strip()
+        return (f"❌ Trial {trial} of {study} failed{took}: {reason} "
+                f"(exit code {facts['exit_code']}).\n"
+                + (f"Log tail:\n{_pre(tail.splitlines())}" if tail else ""))
+    if outcome == "stopped_by_user":
+        return f"⏹ Trial {trial} of {study} stopped on request{took}."
+    lines = []
+    if outcome in ("pruned", "early_stopped"):
+        verb = "pruned" if outcome == "pruned" else "stopped early"
+        lines.append(f"{'✂️' if outcome == 'pruned' else '⏸'} Trial {trial} of {study} {verb} "
+                     f"at epoch {facts['stop_epoch']} by "
+                     f"{html.escape(str(facts['criterion']))}{took}: {reason}")
+        if facts["recommendation"]:
+            lines.append(f"💡 {html.escape(facts['recommendation'])}")
+    else:
+        lines.append(f"✅ Trial {trial} of {study} completed{took}: {reason}")
+    if facts["value"] is not None:
+        lines.append(f"Value: <b>{_number(facts['value'])}</b>"
+                     + (" 🏆 new best" if facts["new_best"] else ""))
+    return "\n".join(lines)
+
+
+def _study_finished(study: str, facts: Mapping[str, Any]) -> str:
+    counts = ", ".join(f"{count} {name.lower()}" for name, count in facts["counts"].items())
+    lines = [f"🏁 Study {study} finished: {html.escape(str(facts['end_reason']))}.",
+             f"Trials: {counts or 'none'}"
+             + (f", in {duration(facts['elapsed_s'])}" if facts["elapsed_s"] else "")]
+    if facts["best_trial"] is None:
+        lines.append("No trial completed.")
+    else:
+        lines.append(f"Best: <b>{_number(facts['best_value'])}</b> "
+                     f"(trial {facts['best_trial']})")
+        lines.append(_params_table(facts["best_params"]))
+    return "\n".join(lines)
+
+
+# --- Telegram's limits ---------------------------------------------------------------------
+
+def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """``text`` in pieces of at most ``limit`` characters, cut between lines.
+
+    A ``<pre>`` block cut in two is closed at the end of one piece and reopened at the
+    start of the next, so every piece is valid HTML. A line longer than a piece is cut
+    inside, but never within an HTML entity such as ``&amp;``.
+    """
+    pieces: list[str] = []
+    current, in_pre = "", False  # in_pre: a <pre> opened in the text is not closed yet
+    for line in _short_lines(text.split("\n"), limit - len("<pre></pre>")):
+        if current and len(current) + 1 + len(line) + len("</pre>") > limit:
+            pieces.append(current + ("</pre>" if in_pre else ""))
+            current = "<pre>" if in_pre else ""
+        current = current + line if current in ("", "<pre>") else f"{current}\n{line}"
+        if "</pre>" in line:
+            in_pre = False
+        elif "<pre>" in line:
+            in_pre = True
+    pieces.append(current)
+    return pieces
+
+
+def _short_lines(lines: Iterable[str], width: int) -> Iterator[str]:
+    for line in lines:
+        while len(line) > width:
+            cut = width
+            entity = line.rfind("&", 0, width)
+            if entity > 0 and ";" not in line[entity:width]:
+                cut = entity  # keep "&amp;" and the like whole
+            yield line[:cut]
+            line = line[cut:]
+        yield line
+
+
+def caption(text: str) -> str:
+    """Plain ``text`` escaped for HTML and cut to Telegram's caption limit."""
+    if len(text) > CAPTION_LIMIT:
+        text = text[:CAPTION_LIMIT - 1] + "…"
+    return html.escape(text)
+
+
+# --- small formats ---------------------------------------------------------------------------
+
+def duration(seconds: float) -> str:
+    """``42s``, ``4m 12s``, ``3h 05m``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _params_table(params: Mapping[str, Any]) -> str:
+    if not params:
+        return "(no searched parameters)"
+    width = max(len(name) for name in params)
+    return _pre(f"{name:<{width}}  {_number(value)}" for name, value in params.items())
+
+
+def _pre(lines: Iterable[str]) -> str:
+    return "<pre>" + html.escape("\n".join(lines)) + "</pre>"

@@ -1,0 +1,280 @@
+"""The bot's view of the tuner: an async facade over :class:`tuner_core.SmartTuner`.
+
+Every call that touches the study storage, MLflow, the disk or matplotlib runs in a
+thread (``asyncio.to_thread``), so the event loop keeps answering while they work.
+The decisions the commands need (is a study running, may it be stopped, is N a
+valid budget) are made here; handlers only route, and :mod:`bot.messages` words.
+
+Buttons name a study by its storage id, a small integer, because a study name may be
+longer than Telegram's 64 bytes of callback data; :meth:`TunerService.study_name`
+maps it back and refuses ids that do not exist (stale or forged buttons).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from tuner_core import SmartTuner
+from tuner_core import events as feed
+from tuner_core.plots import learning_curves_png
+from tuner_core.search_space import describe
+from tuner_core.study import load_study, open_storage
+
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # the Bot API's limit for files a bot sends
+
+
+class BotError(Exception):
+    """An expected failure; its message (plain text) is what the user is told."""
+
+
+@dataclass(frozen=True)
+class StartedStudy:
+    """A study that /tune just launched in a new worker process."""
+
+    name: str
+    study_id: int
+    n_trials: int
+    objective_metric: str
+    direction: str
+    search_space: list[str]
+
+
+class StopOutcome(StrEnum):
+    REQUESTED = "requested"
+    ALREADY_STOPPING = "already stopping"
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """An export folder, zipped; ``zip_path`` is None when the zip is too big to send."""
+
+    version: str
+    folder: Path
+    zip_path: Path | None
+
+
+class TunerService:
+    """One per bot; holds the storage connection and the workers it launched."""
+
+    def __init__(self, tuner: SmartTuner):
+        self.tuner = tuner
+        self.config = tuner.config
+        self._storage: optuna.storages.BaseStorage | None = None
+        self._workers: dict[str, subprocess.Popen[bytes]] = {}
+        self._starting = asyncio.Lock()  # two quick /tune must not start two studies
+
+    # --- studies ----------------------------------------------------------------------------
+
+    def parse_trials(self, argument: str | None) -> int:
+        """The N of ``/tune N``: the configured default when absent, else 1 … the maximum."""
+        if not argument:
+            return self.config.optimization.n_trials
+        limit = self.config.telegram.max_trials_per_study
+        usage = (f"Usage: /tune N, where N is the number of trials, from 1 to {limit} "
+                 f"(without N: {self.config.optimization.n_trials}).")
+        try:
+            n_trials = int(argument.strip())
+        except ValueError:
+            raise BotError(f"{argument.strip()!r} is not a number. {usage}") from None
+        if not 1 <= n_trials <= limit:
+            raise BotError(f"{n_trials} is out of range. {usage}")
+        return n_trials
+
+    async def start_study(self, n_trials: int) -> StartedStudy | dict[str, Any]:
+        """Launch a study of ``n_trials`` in a worker, or the status of the one still running."""
+        async with self._starting:
+            if running := await self.running_study():
+                return running
+            name, process = await asyncio.to_thread(self.tuner.start_study, n_trials)
+            self._workers[name] = process
+            opt = self.config.optimization
+            return StartedStudy(
+                name=name, study_id=await self.study_id(name), n_trials=n_trials,
+                objective_metric=opt.objective_metric, direction=opt.direction,
+                search_space=describe(self.config.hyperparameter_search_space))
+
+    async def running_study(self) -> dict[str, Any] | None:
+        """The latest study's status if it is running and someone is working on it.
+
+        A study whose worker died keeps the state ``running``; it counts only while a
+        trial is running (a worker anywhere) or the worker this bot launched is alive.
+        """
+        status = await self.status()
+        if status is None or status["state"] != "running":
+            return None
+        worker = self._workers.get(status["study_name"])
+        alive = bool(status["running"]) or (worker is not None and worker.poll() is None)
+        return status if alive else None
+
+    async def status(self, study_id: int | None = None) -> dict[str, Any] | None:
+        """``SmartTuner.status`` of a study (the latest by default) plus its ``study_id``;
+        None when there is no study at all."""
+        name = await self._name_or_latest(study_id)
+        if name is None:
+            return None
+        status = await asyncio.to_thread(self.tuner.status, name)
+        return {**status, "study_id": await self.study_id(name)}
+
+    async def request_stop(self, study_id: int, by: str) -> tuple[str, StopOutcome]:
+        """Ask the study's workers to stop, unless it is already stopping or finished."""
+        name = await self.study_name(study_id)
+        state = (await asyncio.to_thread(self.tuner.status, name))["state"]
+        if state == "finished":
+            return name, StopOutcome.FINISHED
+        if state == "stopping":
+            return name, StopOutcome.ALREADY_STOPPING
+        await asyncio.to_thread(self.tuner.request_stop, name, by)
+        return name, StopOutcome.REQUESTED
+
+    async def stoppable_study(self, study_id: int | None = None) -> dict[str, Any]:
+        """The status of a study (the latest by default) that a stop request would stop."""
+        status = await self.status(study_id)
+        if status is None or status["state"] == "finished":
+            raise BotError("No study is running.")
+        if status["state"] == "stopping":
+            raise BotError(f"Study {status['study_name']} is already stopping.")
+        return status
+
+    async def best(self, study_id: int | None = None) -> dict[str, Any] | None:
+        """The best trial of a study (``SmartTuner.best``) with ``study_name`` and
+        ``study_id``; None when the study has no completed trial or there is no study."""
+        name = await self._name_or_latest(study_id)
+        best = name and await asyncio.to_thread(self.tuner.best, name)
+        if not best:
+            return None
+        # MLflow takes seconds to import; the bot's other commands need none of it.
+        from tuner_core.registry import VERSION_ATTR
+        from tuner_core.tracking import TRIAL_RUN_ATTR
+
+        study_id = await self.study_id(name)
+        storage = await self.storage()
+        trial = await asyncio.to_thread(
+            lambda: storage.get_trial(storage.get_trial_id_from_study_id_trial_number(
+                study_id, best["number"])))
+        return {**best, "study_name": name, "study_id": study_id,
+                "mlflow_run_id": trial.user_attrs.get(TRIAL_RUN_ATTR),
+                "version": trial.user_attrs.get(VERSION_ATTR)}
+
+    async def trials(self, limit: int = 10) -> tuple[str, list[dict[str, Any]]] | None:
+        """The latest study's name and its last ``limit`` trials; None without a study."""
+        name = await self._name_or_latest(None)
+        if name is None:
+            return None
+        return name, await asyncio.to_thread(self.tuner.trials, name, limit)
+
+    async def learning_curves(self, study_id: int | None = None) -> tuple[str, bytes] | None:
+        """The study's name and its learning curves as PNG; None without a study."""
+        name = await self._name_or_latest(study_id)
+        if name is None:
+            return None
+        return name, await self.learning_curves_of(name)
+
+    async def learning_curves_of(self, name: str) -> bytes:
+        return await asyncio.to_thread(
+            lambda: learning_curves_png(load_study(self.config, name)))
+
+    async def audio_sample(self, study_id: int, trial: int) -> Path | None:
+        """The newest audio sample the trainer wrote for the trial, if any."""
+        name = await self.study_name(study_id)
+        try:
+            return await asyncio.to_thread(self.tuner.audio_sample, name, trial)
+        except LookupError as error:  # no such trial: a forged button
+            raise BotError(str(error)) from None
+
+    # --- the model registry -------------------------------------------------------------------
+
+    async def models(self) -> list[dict[str, Any]]:
+        """Every registered model version, newest first (see ``SmartTuner.models``)."""
+        return await asyncio.to_thread(self.tuner.models)
+
+    async def model(self, version: str | None) -> dict[str, Any] | None:
+        """The registry's record of ``version``, with its aliases; None for None."""
+        if version is None:
+            return None
+        return next((model for model in await self.models() if model["version"] == version),
+                    None)
+
+    async def best_version(self, study: str) -> int | None:
+        """The version registered from the study's best trial, if any."""
+        version = await asyncio.to_thread(self.tuner.best_version, study)
+        return int(version) if version is not None else None
+
+    async def promote(self, version: int) -> dict[str, Any]:
+        """Make ``version`` the champion (again: harmless); its record, with ``replaced``."""
+        from tuner_core.registry import RegistryError
+
+        try:
+            return await asyncio.to_thread(self.tuner.promote, str(version))
+        except RegistryError:
+            raise BotError(f"There is no model version {version}.") from None
+
+    async def export(self, version: int) -> ExportedModel:
+        """Export ``version`` to ``state_dir/exports/v<version>`` and zip it, if small enough."""
+        from tuner_core.registry import RegistryError
+
+        out = self.config.state_dir / "exports" / f"v{version}"
+        try:
+            folder = await asyncio.to_thread(self.tuner.export, str(version), out)
+        except RegistryError:
+            raise BotError(f"There is no model version {version}.") from None
+        return ExportedModel(str(version), folder, await asyncio.to_thread(zip_folder, folder))
+
+    # --- study ids, for buttons -------------------------------------------------------------
+
+    async def study_id(self, name: str) -> int:
+        storage = await self.storage()
+        return await asyncio.to_thread(storage.get_study_id_from_name, name)
+
+    async def study_name(self, study_id: int) -> str:
+        storage = await self.storage()
+        try:
+            return await asyncio.to_thread(storage.get_study_name_from_id, study_id)
+        except KeyError:
+            raise BotError("That study does not exist (any more).") from None
+
+    async def _name_or_latest(self, study_id: int | None) -> str | None:
+        if study_id is not None:
+            return await self.study_name(study_id)
+        return await asyncio.to_thread(self.tuner.latest_study_name)
+
+    async def storage(self) -> optuna.storages.BaseStorage:
+        """The study storage, opened once (it holds a connection pool)."""
+        if self._storage is None:
+            self._storage = await asyncio.to_thread(open_storage, self.config)
+        return self._storage
+
+    # --- the notification feed ---------------------------------------------------------------
+
+    async def news(self, delivered: set[str]) -> list[feed.Notification]:
+        """What happened in any study since the notifications in ``delivered``."""
+        self._forget_exited_workers()
+        storage = await self.storage()
+        return await asyncio.to_thread(feed.collect, storage, set(delivered))
+
+    async def finished_studies_backlog(self) -> set[str]:
+        storage = await self.storage()
+        return await asyncio.to_thread(feed.finished_studies_backlog, storage)
+
+    def _forget_exited_workers(self) -> None:
+        # poll() also reaps the exited process, so no zombie is left behind.
+        for name, process in list(self._workers.items()):
+            if process.poll() is not None:
+                del self._workers[name]
+
+
+def zip_folder(folder: Path) -> Path | None:
+    """``folder`` as ``folder.zip`` beside it; None when too big for the Bot API."""
+    archive = Path(shutil.make_archive(str(folder), "zip", root_dir=folder))
+    if archive.stat().st_size > MAX_UPLOAD_BYTES:
+        archive.unlink()
+        return None
+    return archive

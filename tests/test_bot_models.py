@@ -1,0 +1,135 @@
+"""The registry's commands and buttons: /models, /best's buttons, promotion, export, audio.
+
+The registry is a real MLflow one in the test's folder: two trials with MLflow runs,
+registered through ``tuner_core.registry.register_version`` with a stand-in checkpoint
+and an audio sample, so no training is needed.
+"""
+
+import io
+import wave
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from bot import service as service_module
+from bot.keyboards import AudioButton, ModelAction, ModelButton
+from tests.bot_support import ALICE, BotHarness, write_config
+from tuner_core import SmartTuner
+from tuner_core.registry import BestCheckpoint, register_version
+from tuner_core.study import create_study
+from tuner_core.tracking import TRIAL_RUN_ATTR, ensure_experiment, mlflow_client
+
+# The study is built with study.ask(), which Optuna's heartbeat storage warns about.
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+
+
+def write_wav(path: Path) -> Path:
+    with wave.open(str(path), "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(22050)
+        audio.writeframes(b"\x00\x00" * 2205)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tuner(tmp_path_factory: pytest.TempPathFactory) -> SmartTuner:
+    """Study "s": trial 0 (0.5) registered as version 1, trial 1 (0.3) as version 2."""
+    tmp = tmp_path_factory.mktemp("registry")
+    tuner = SmartTuner(write_config(tmp), environ={})
+    client = mlflow_client(tuner.config)
+    experiment = ensure_experiment(client, tuner.config)
+    study = create_study(tuner.config, "s", 2)
+    for number, value in enumerate((0.5, 0.3)):
+        run_dir = tmp / f"trial_{number}"
+        (run_dir / "artifacts").mkdir(parents=True)
+        sample = write_wav(run_dir / "artifacts" / "sample_e0003.wav")
+        checkpoint = run_dir / "best.pt"
+        checkpoint.write_bytes(b"a stand-in checkpoint")
+        run_id = client.create_run(experiment).info.run_id
+        client.log_artifact(run_id, str(sample), "audio")
+        trial = study.ask()
+        trial.set_user_attr(TRIAL_RUN_ATTR, run_id)
+        trial.set_user_attr("run_dir", str(run_dir))
+        register_version(tuner.config, trial, value, BestCheckpoint(
+            checkpoint, {"learning_rate": 1e-3}, {"val_loss": value}))
+        study.tell(trial, value)
+    return tuner
+
+
+@pytest.fixture
+def harness(tuner: SmartTuner) -> BotHarness:
+    return BotHarness(tuner)
+
+
+def promote(version: int) -> str:
+    return ModelButton(action=ModelAction.PROMOTE, version=version).pack()
+
+
+def export(version: int) -> str:
+    return ModelButton(action=ModelAction.EXPORT, version=version).pack()
+
+
+async def test_models_lists_versions_with_buttons(harness: BotHarness) -> None:
+    [reply] = await harness.send(ALICE, "/models")
+    assert "Registered models" in reply.text
+    lines = reply.text.split("\n")
+    assert lines[2].split()[:3] == ["2", "0.3", "s/1"]
+    assert lines[3].split()[:3] == ["1", "0.5", "s/0"]
+    data = [button.callback_data for row in reply.reply_markup.inline_keyboard for button in row]
+    assert data == [promote(2), export(2), promote(1), export(1)]
+
+
+async def test_promoting_moves_the_champion_and_is_harmless_twice(harness: BotHarness) -> None:
+    message, answer = await harness.press(ALICE, promote(2))
+    assert message.text == "🏆 Version 2 is the champion."
+    assert answer.text == "Promoted"
+    message, _ = await harness.press(ALICE, promote(2))
+    assert message.text == "🏆 Version 2 is the champion."
+    message, _ = await harness.press(ALICE, promote(1))
+    assert "Version 1 is now the champion (version 2 is kept as 'previous')" in message.text
+    [reply] = await harness.send(ALICE, "/models")
+    assert "champion" in reply.text.split("\n")[3] and "previous" in reply.text.split("\n")[2]
+
+
+async def test_an_unknown_version_is_answered_politely(harness: BotHarness) -> None:
+    [answer] = await harness.press(ALICE, promote(99))
+    assert answer.text == "There is no model version 99." and answer.show_alert
+
+
+async def test_best_offers_promote_audio_and_export(harness: BotHarness) -> None:
+    [reply] = await harness.send(ALICE, "/best")
+    assert "<b>0.3</b> (trial 1)" in reply.text
+    assert "MLflow run <code>" in reply.text
+    assert "Model version 2" in reply.text
+    labels = [button.text for row in reply.reply_markup.inline_keyboard for button in row]
+    assert labels == ["🏆 Promote to champion", "🔊 Audio sample", "📦 Export"]
+
+
+async def test_the_audio_button_sends_the_sample(harness: BotHarness, tuner: SmartTuner) -> None:
+    study_id = (await harness.service.status())["study_id"]
+    answer, audio = await harness.press(ALICE, AudioButton(study=study_id, trial=1).pack())
+    assert answer.__api_method__ == "answerCallbackQuery"
+    assert audio.__api_method__ == "sendAudio"
+    assert Path(audio.audio.path).name == "sample_e0003.wav"
+
+    [answer] = await harness.press(ALICE, AudioButton(study=study_id, trial=7).pack())
+    assert "has no trial 7" in answer.text
+
+
+async def test_export_sends_a_zip_of_the_version(harness: BotHarness) -> None:
+    requests = await harness.press(ALICE, export(2))
+    [document] = [r for r in requests if r.__api_method__ == "sendDocument"]
+    archive = zipfile.ZipFile(io.BytesIO(Path(document.document.path).read_bytes()))
+    assert {"best.pt", "hparams.json", "config.yaml", "MODEL_CARD.md"} <= set(archive.namelist())
+    assert "Version 2" in document.caption
+
+
+async def test_an_export_too_big_to_send_says_where_it_is(
+        harness: BotHarness, tuner: SmartTuner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service_module, "MAX_UPLOAD_BYTES", 10)
+    requests = await harness.press(ALICE, export(1))
+    [message] = [r for r in requests if r.__api_method__ == "sendMessage"]
+    assert "larger than 50 MB" in message.text
+    assert str(tuner.config.state_dir / "exports" / "v1") in message.text

@@ -1,0 +1,139 @@
+"""The metrics store: series, summaries and anomalies of trial histories."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+from tuner_core.config import load_config
+from tuner_core.metrics_store import detect_anomalies, series, summary
+from tuner_core.runner import TrialRunner
+
+
+def trial_with(history: dict[str, list]) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(value=0.0, user_attrs={"history": history})
+
+
+def steady(n: int, level: float = 2.0) -> list[float]:
+    """``n`` values wiggling around ``level`` by ±2.5 %."""
+    return [level * (1 + 0.025 * (-1) ** i) for i in range(n)]
+
+
+def test_series_pairs_epochs_with_finite_values_only():
+    trial = trial_with({"epoch": [1, 2, 3, 4], "val_loss": [1.0, None, 0.5, math.nan]})
+    assert series(trial, "val_loss") == [(1, 1.0), (3, 0.5)]
+    assert series(trial, "grad_norm") == []
+
+
+def test_summary_of_a_falling_loss():
+    trial = trial_with({"epoch": [1, 2, 3, 4, 5, 6],
+                        "val_loss": [1.0, 0.8, 0.6, 0.7, 0.5, 0.4]})
+    stats = summary(trial, "val_loss", window=5)
+    assert stats["best"] == 0.4 and stats["best_epoch"] == 6 and stats["last"] == 0.4
+    assert stats["mean"] == pytest.approx(4.0 / 6)
+    # Least squares over epochs 2..6: sum((x-4)(y-0.6)) / sum((x-4)^2) = -0.9 / 10.
+    assert stats["trend"] == pytest.approx(-0.09)
+
+
+def test_summary_follows_the_metric_sense_and_the_study_direction():
+    trial = trial_with({"epoch": [1, 2, 3], "alignment_score": [0.2, 0.6, 0.5],
+                        "objective": [3.0, 1.0, 2.0]})
+    assert summary(trial, "alignment_score")["best_epoch"] == 2
+    assert summary(trial, "objective", direction="minimize")["best"] == 1.0
+    assert summary(trial, "objective", direction="maximize")["best"] == 3.0
+
+
+def test_summary_without_enough_values():
+    trial = trial_with({"epoch": [1], "val_loss": [0.7]})
+    assert summary(trial, "val_loss")["trend"] is None
+    assert summary(trial, "grad_norm") is None
+
+
+def test_a_gradient_spike_is_reported_with_its_epoch():
+    history = {"epoch": list(range(1, 11)), "grad_norm": [*steady(9), 41.2]}
+    (anomaly,) = detect_anomalies(history)
+    assert (anomaly.metric, anomaly.epoch, anomaly.value) == ("grad_norm", 10, 41.2)
+    assert anomaly.zscore > 100
+    assert anomaly.message.startswith("grad_norm spiked to 41.2 at epoch 10 (z=")
+    assert anomaly.message.endswith("against the previous 9 validations)")
+
+
+def test_a_smoothly_falling_noisy_loss_raises_no_alarm():
+    rng = np.random.default_rng(0)
+    epochs = np.arange(1, 101)
+    history = {"epoch": epochs.tolist()}
+    for metric, level, noise in (("train_loss", 0.3, 0.02), ("val_loss", 0.4, 0.03),
+                                 ("grad_norm", 1.0, 0.2)):
+        curve = level + 2.0 * np.exp(-epochs / 15) + rng.normal(0, noise, epochs.size)
+        history[metric] = curve.tolist()
+    assert detect_anomalies(history) == []
+    # The same curve with one jump of ten noise widths is caught.
+    history["val_loss"][60] += 0.3
+    assert [(a.metric, a.epoch) for a in detect_anomalies(history)] == [("val_loss", 61)]
+
+
+def test_nan_and_null_are_anomalies():
+    history = {"epoch": [1, 2, 3], "train_loss": [1.0, math.nan, 0.9],
+               "val_loss": [1.0, 1.0, None]}
+    found = detect_anomalies(history)
+    assert [(a.metric, a.epoch, a.value, a.zscore) for a in found] == [
+        ("train_loss", 2, None, None), ("val_loss", 3, None, None)]
+    assert found[0].message == "train_loss became NaN or inf at epoch 2"
+
+
+def test_a_jump_in_a_short_history_is_not_judged():
+    history = {"epoch": [1, 2, 3, 4], "val_loss": [1.0, 1.0, 1.0, 50.0]}
+    assert detect_anomalies(history, min_history=5) == []
+    assert len(detect_anomalies(history, min_history=3)) == 1
+
+
+def test_a_flat_window_still_catches_a_jump_without_dividing_by_zero():
+    flat = {"epoch": list(range(1, 8)), "val_loss": [1.0] * 7}
+    assert detect_anomalies(flat) == []
+    assert detect_anomalies({**flat, "val_loss": [0.0] * 7}) == []
+    jumped = {**flat, "val_loss": [1.0] * 6 + [1.5]}
+    assert [a.epoch for a in detect_anomalies(jumped)] == [7]
+
+
+def test_since_checks_only_the_newest_validations():
+    history = {"epoch": list(range(1, 12)), "grad_norm": [*steady(9), 41.2, 2.0]}
+    assert len(detect_anomalies(history)) == 1
+    assert detect_anomalies(history, since=10) == []
+    assert [a.epoch for a in detect_anomalies(history, since=9)] == [10]
+
+
+def test_the_runner_records_anomalies_on_the_trial(tmp_path: Path):
+    """A fake trainer replays validation events with a gradient spike at epoch 8."""
+    grad_norms = [*steady(7, level=3.0), 60.0, 3.0]
+    lines = [{"event": "validation", "time": 0.0, "epoch": epoch, "step": 10 * epoch,
+              "train_loss": 1.0 / epoch, "val_loss": 1.1 / epoch, "val_mel_loss": 1.0 / epoch,
+              "val_gate_loss": 0.1, "grad_norm": grad_norm, "lr": 1e-3,
+              "alignment_score": 0.5, "gate_accuracy": 0.9, "seconds": float(epoch),
+              "epoch_end": True}
+             for epoch, grad_norm in enumerate(grad_norms, start=1)]
+    lines.append({"event": "end", "time": 0.0, "status": "done", "epoch": 9, "step": 90,
+                  "seconds": 9.0})
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    trainer = tmp_path / "fake_trainer"
+    trainer.write_text(f"#!/bin/sh\ncat {events}\n")
+    trainer.chmod(0o755)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "dataset_path": str(tmp_path), "state_dir": str(tmp_path / "state"),
+        "trainer": {"python": str(trainer)},
+        "hyperparameter_search_space": {
+            "learning_rate": {"type": "float", "min": 1e-4, "max": 1e-2}},
+        "optimization": {"pruner": {"type": "none"}}}))
+
+    study = optuna.create_study()
+    study.optimize(TrialRunner(load_config(config), "fake", poll_s=0.1), n_trials=1)
+    (trial,) = study.trials
+    assert trial.user_attrs["outcome"] == "completed"
+    (anomaly,) = trial.user_attrs["anomalies"]
+    assert (anomaly["metric"], anomaly["epoch"], anomaly["value"]) == ("grad_norm", 8, 60.0)
+    assert anomaly["message"].startswith("grad_norm spiked to 60 at epoch 8")

@@ -1,0 +1,126 @@
+"""The model registry over a real tiny study: versions, promotion, export, retention, use."""
+
+import filecmp
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile
+import yaml
+
+from tests.conftest import TrackedStudy
+from tuner_core import SmartTuner
+from tuner_core.registry import (
+    RegistryError,
+    export,
+    list_versions,
+    load_model_uri,
+    load_registered_model,
+    promote,
+    resolve,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_dir(tracked_study: TrackedStudy, number: int) -> Path:
+    return Path(tracked_study.study.trials[number].user_attrs["run_dir"])
+
+
+def test_each_new_best_trial_is_registered_as_a_version(tracked_study):
+    study = tracked_study.study
+    versions = list_versions(tracked_study.config)
+    # Trial 0 was the first to complete, trial 2 beat it; trial 1 was worse than trial 0.
+    assert [(v["version"], v["trial"]) for v in versions] == [("2", 2), ("1", 0)]
+    for info in versions:
+        trial = study.trials[info["trial"]]
+        assert trial.user_attrs["registered_version"] == info["version"]
+        assert info["study"] == "tracked" and info["run_id"] == trial.user_attrs["mlflow_run_id"]
+        assert info["value"] == pytest.approx(trial.value)
+        assert info["params"] == trial.params and info["objective_metric"] == "val_loss"
+        # The metrics are those of the validation that saved the best checkpoint.
+        assert info["metrics"]["val_loss"] == min(trial.user_attrs["history"]["val_loss"])
+    assert "registered_version" not in study.trials[1].user_attrs
+    assert SmartTuner(tracked_study.config_path).best_version("tracked") == "2"
+
+
+def test_retention_keeps_the_top_k_and_every_registered_trial(tracked_study):
+    # keep_top_k is 1: trial 2 is the best; trial 0 is registered; the others lose theirs.
+    assert sorted(p.name for p in run_dir(tracked_study, 2).glob("*.pt")) == ["best.pt",
+                                                                              "last.pt"]
+    assert (run_dir(tracked_study, 0) / "best.pt").is_file()
+    for number in (1, 3):
+        assert not list(run_dir(tracked_study, number).glob("*.pt"))
+        assert (run_dir(tracked_study, number) / "trainer.log").is_file()
+
+
+def test_promotion_moves_the_champion_alias_and_keeps_the_previous(tracked_study):
+    config = tracked_study.config
+    first = promote(config, "1")
+    assert first["version"] == "1" and first["aliases"] == ["champion"]
+    second = promote(config, 2)
+    assert second["aliases"] == ["champion"] and second["replaced"] == "1"
+    assert resolve(config, "previous")["version"] == "1"
+    again = promote(config, "champion")
+    assert again["version"] == "2" and again["replaced"] is None
+    assert [v["aliases"] for v in list_versions(config)] == [["champion"], ["previous"]]
+    with pytest.raises(RegistryError, match=r"no version or alias '7'.*2 \(champion\), "
+                                            r"1 \(previous\)"):
+        promote(config, "7")
+
+
+def test_export_writes_a_self_contained_folder(tracked_study, tmp_path):
+    config = tracked_study.config
+    promote(config, "2")
+    out = export(config, "champion", tmp_path / "champion")
+    assert filecmp.cmp(out / "best.pt", run_dir(tracked_study, 2) / "best.pt", shallow=False)
+    assert json.loads((out / "hparams.json").read_text())["learning_rate"] == 5e-3
+    exported_config = yaml.safe_load((out / "config.yaml").read_text())
+    assert exported_config["registry"]["keep_top_k"] == 1
+    # Trial 2 logged samples at each validation: the export takes the latest.
+    assert filecmp.cmp(out / "sample_e0002.wav",
+                       run_dir(tracked_study, 2) / "artifacts" / "sample_e0002.wav")
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "version 2 (champion)" in card and "trial 2 of study `tracked`" in card
+    assert "| learning_rate | 0.005 |" in card and "sample_e0002.wav" in card
+    # Trial 0 ran without artifacts: its sample is spoken by the checkpoint at export.
+    out = export(config, "1", tmp_path / "first")
+    wav, rate = soundfile.read(out / "sample.wav")
+    assert rate == 22050 and len(wav) > 0
+    assert "sample.wav" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_the_champion_checkpoint_is_used_through_its_models_uri(tracked_study, tmp_path):
+    config = tracked_study.config
+    promote(config, "2")
+    checkpoint = load_model_uri("models:/test@champion", config.tracking_uri, tmp_path)
+    assert filecmp.cmp(checkpoint, run_dir(tracked_study, 2) / "best.pt", shallow=False)
+    model, hp = load_registered_model("models:/test@champion", config.tracking_uri)
+    assert not model.training and hp.n_frames_per_step == 3
+    with pytest.raises(RegistryError, match="no version or alias 'staging'"):
+        load_model_uri("models:/test@staging", config.tracking_uri)
+    with pytest.raises(RegistryError, match="expected models:/<name>@<alias>"):
+        load_model_uri("models:/test", config.tracking_uri)
+
+    wav = tmp_path / "hello.wav"
+    done = subprocess.run(
+        [sys.executable, "-m", "train.synthesize", "--checkpoint", "models:/test@champion",
+         "--tracking-uri", config.tracking_uri, "--text", "Hello.", "--out", str(wav)],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert soundfile.info(wav).samplerate == 22050 and soundfile.info(wav).frames > 0
+    assert not (tmp_path / "mlflow.db").exists()  # MLflow's default store was left alone
+
+
+def test_the_facade_finds_the_best_trials_audio_sample(tracked_study):
+    tuner = SmartTuner(tracked_study.config_path)
+    assert tuner.audio_sample("tracked") == (run_dir(tracked_study, 2) / "artifacts"
+                                             / "sample_e0002.wav")
+    assert tuner.audio_sample("tracked", trial_number=0) is None  # artifacts=none
+    assert [v["version"] for v in tuner.models()] == ["2", "1"]
+    with pytest.raises(LookupError, match="no trial 9"):
+        tuner.audio_sample("tracked", trial_number=9)

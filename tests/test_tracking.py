@@ -1,0 +1,117 @@
+"""MLflow tracking of a real tiny study: parent and child runs, metrics, tags, artifacts."""
+
+import logging
+from pathlib import Path
+
+import mlflow
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import TEST_HPARAMS, TrackedStudy
+from tests.test_tuner import write_config
+from tuner_core.config import load_config
+from tuner_core.study import create_study, run_worker
+from tuner_core.tracking import TRACKED_METRICS, mlflow_client, mlflow_ui_command
+
+
+@pytest.fixture(scope="module")
+def client(tracked_study: TrackedStudy) -> mlflow.MlflowClient:
+    return mlflow_client(tracked_study.config)
+
+
+def trial_run(client: mlflow.MlflowClient, tracked_study: TrackedStudy, number: int):
+    trial = tracked_study.study.trials[number]
+    return client.get_run(trial.user_attrs["mlflow_run_id"])
+
+
+def test_the_study_is_a_parent_run_of_one_child_run_per_trial(tracked_study, client):
+    config, study = tracked_study.config, tracked_study.study
+    experiment = client.get_experiment_by_name("test")
+    assert experiment.artifact_location == str(config.state_dir / "mlartifacts")
+    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "tracked"
+    assert parent.data.tags["smart_tuner.study"] == "tracked"
+    assert parent.data.params["objective_metric"] == "val_loss"
+    assert '"log": true' in parent.data.params["search.learning_rate"]
+    assert parent.data.params["fixed.epochs"] == "2"
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(run.info.run_name for run in children) == [
+        f"trial-{number:04d}" for number in range(5)]
+    assert {run.info.run_id for run in children} == {
+        trial.user_attrs["mlflow_run_id"] for trial in study.trials}
+
+
+def test_each_child_run_mirrors_its_trials_fate(tracked_study, client):
+    expected = [("completed", "FINISHED", TrialState.COMPLETE),
+                ("completed", "FINISHED", TrialState.COMPLETE),
+                ("completed", "FINISHED", TrialState.COMPLETE),
+                ("pruned", "KILLED", TrialState.PRUNED),
+                ("failed", "FAILED", TrialState.FAIL)]
+    for number, (outcome, status, state) in enumerate(expected):
+        trial = tracked_study.study.trials[number]
+        run = trial_run(client, tracked_study, number)
+        assert trial.state is state
+        assert run.info.status == status
+        tags = run.data.tags
+        assert tags["smart_tuner.outcome"] == outcome == trial.user_attrs["outcome"]
+        assert tags["smart_tuner.state"] == state.name and tags["smart_tuner.trial"] == str(number)
+        assert tags["smart_tuner.reason"] == trial.user_attrs["reason"]
+        assert run.data.params["learning_rate"] == str(trial.params["learning_rate"])
+        assert run.data.params["sampling_rate"] == str(trial.params["sampling_rate"])
+    pruned = trial_run(client, tracked_study, 3)
+    assert pruned.data.tags["smart_tuner.criterion"] == "pruner"
+    failed = trial_run(client, tracked_study, 4)
+    tail = mlflow.artifacts.load_text(f"{failed.info.artifact_uri}/trainer_log_tail.txt")
+    assert "16000" in tail
+
+
+def test_metrics_have_one_point_per_validated_epoch(tracked_study, client):
+    for number, epochs in ((0, [1, 2]), (2, [1, 2]), (3, [1])):
+        trial = tracked_study.study.trials[number]
+        run = trial_run(client, tracked_study, number)
+        for metric in TRACKED_METRICS:
+            history = client.get_metric_history(run.info.run_id, metric)
+            assert [point.step for point in history] == epochs, metric
+        val_loss = [p.value for p in client.get_metric_history(run.info.run_id, "val_loss")]
+        assert val_loss == pytest.approx(trial.user_attrs["history"]["val_loss"])
+        objective = [p.value for p in client.get_metric_history(run.info.run_id, "objective")]
+        assert objective == pytest.approx(list(trial.intermediate_values.values()))
+    best = trial_run(client, tracked_study, 2)
+    assert best.data.metrics["best_objective"] == pytest.approx(tracked_study.study.trials[2].value)
+
+
+def test_plots_and_audio_samples_are_logged_as_they_are_written(tracked_study, client):
+    def files(number: int, folder: str) -> list[str]:
+        run_id = trial_run(client, tracked_study, number).info.run_id
+        return sorted(Path(item.path).name for item in client.list_artifacts(run_id, folder))
+
+    assert files(2, "alignment") == ["alignment_e0001.png", "alignment_e0002.png"]
+    assert files(2, "mel") == ["mel_e0001.png", "mel_e0002.png"]
+    assert files(2, "audio") == ["sample_e0001.wav", "sample_e0002.wav"]
+    assert files(0, "audio") == []  # trial 0 ran with artifacts=none
+
+
+def test_a_tracking_failure_does_not_fail_the_trial(corpus, mel_cache, tmp_path, caplog):
+    (tmp_path / "a_file").write_text("not a folder")
+    path = write_config(tmp_path, corpus, mel_cache,
+                        trainer={"hparams": {**TEST_HPARAMS, "epochs": 1}},
+                        mlflow={"enabled": True,
+                                "tracking_uri": f"sqlite:///{tmp_path / 'a_file' / 'mlflow.db'}"})
+    config = load_config(path)
+    study = create_study(config, "untracked", 1)
+    with caplog.at_level(logging.WARNING):
+        run_worker(config, study, poll_s=0.2)
+    (trial,) = study.trials
+    assert trial.state is TrialState.COMPLETE and "mlflow_run_id" not in trial.user_attrs
+    assert "MLflow tracking failed in trial_started" in caplog.text
+
+
+def test_the_mlflow_ui_command_shows_the_configured_store(tmp_path, corpus, mel_cache):
+    config = load_config(write_config(tmp_path, corpus, mel_cache))
+    command = mlflow_ui_command(config)
+    assert f"--backend-store-uri sqlite:///{tmp_path}/state/mlflow.db" in command
+    assert f"--default-artifact-root {tmp_path}/state/mlartifacts" in command
+    server = config.model_copy(update={"mlflow": config.mlflow.model_copy(
+        update={"tracking_uri": "http://mlflow.example:5000"})})
+    assert mlflow_ui_command(server) == "http://mlflow.example:5000"

@@ -1,0 +1,412 @@
+"""The model registry: the best checkpoints of studies, as versions of an MLflow model.
+
+    list_versions(config)                    # newest first, with aliases and metrics
+    promote(config, "3")                     # champion -> v3; the old champion -> previous
+    export(config, "champion", Path("out"))  # checkpoint, hparams, config, card, audio
+    load_model_uri("models:/NAME@champion", tracking_uri)   # -> a local best.pt
+
+One registered model, ``registry.model_name``, collects the versions of every study of
+the experiment. While a study runs, :class:`RegistryListener` registers each trial that
+becomes the study's best: its best checkpoint and that checkpoint's hyperparameters go to
+the trial's MLflow run as ``model/best.pt`` and ``model/hparams.json``, and a new version
+points at that folder, tagged with the study, trial, objective value, parameters and
+metrics. The trial records the version number (user attr ``registered_version``).
+
+A version is plain files, not an MLflow model flavor: the checkpoint is read by
+``python -m train.synthesize``, which accepts a ``models:/`` URI, so a pyfunc wrapper
+would only add a serving layer nobody calls.
+
+Promotion moves aliases (MLflow's replacement for stages): ``champion`` marks the version
+in use and ``previous`` the one it replaced, to roll back to.
+
+Retention keeps the disk in check: after each trial, only the top ``registry.keep_top_k``
+complete trials of the study keep their checkpoints (``*.pt`` in their run folders).
+Trials with a registered version (the champion among them) keep theirs; so do trials still
+running, failed trials whose retry will resume from their last checkpoint, and trials
+stopped on request.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+import yaml
+from mlflow.entities.model_registry import ModelVersion
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner_core.config import Config
+from tuner_core.retries import retried_from
+from tuner_core.runner import HISTORY_METRICS, Outcome, TrialListener
+from tuner_core.tracking import TRIAL_RUN_ATTR, mlflow_client
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+MODEL_DIR = "model"  # in a trial's run: the registered files
+CHECKPOINT_FILE = "best.pt"
+HPARAMS_FILE = "hparams.json"
+VERSION_ATTR = "registered_version"
+
+
+class RegistryError(LookupError):
+    """A model version or alias that does not exist; the message lists the known ones."""
+
+
+@dataclass
+class BestCheckpoint:
+    """A trial's best checkpoint, with the hyperparameters and validation that made it."""
+
+    path: Path
+    hparams: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+# --- Registering -------------------------------------------------------------------------
+
+def is_new_best(study: optuna.Study, value: float) -> bool:
+    """Whether ``value`` beats every complete trial of ``study`` so far."""
+    try:
+        best = study.best_value
+    except ValueError:  # no complete trial yet
+        return True
+    return value < best if study.direction is StudyDirection.MINIMIZE else value > best
+
+
+def register_version(config: Config, trial: optuna.Trial, value: float,
+                     best: BestCheckpoint) -> str:
+    """Register ``best`` as a new version of the model; its version number."""
+    run_id = trial.user_attrs.get(TRIAL_RUN_ATTR)
+    if run_id is None:
+        raise RegistryError(f"trial {trial.number} has no MLflow run to register from")
+    client = mlflow_client(config)
+    client.log_artifact(run_id, str(best.path), MODEL_DIR)
+    client.log_dict(run_id, best.hparams, f"{MODEL_DIR}/{HPARAMS_FILE}")
+    name = str(config.registry.model_name)
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(
+            name, description=f"Tacotron2 checkpoints of {config.experiment_name} studies")
+    tags = {"study": trial.study.study_name, "trial": trial.number, "value": value,
+            "objective_metric": config.optimization.objective_metric,
+            "params": trial.params, "metrics": best.metrics}
+    version = client.create_model_version(
+        name, source=f"runs:/{run_id}/{MODEL_DIR}", run_id=run_id,
+        tags={key: item if isinstance(item, str) else json.dumps(item)
+              for key, item in tags.items()},
+        description=f"trial {trial.number} of study {trial.study.study_name}")
+    trial.set_user_attr(VERSION_ATTR, str(version.version))
+    return str(version.version)
+
+
+# --- Reading and promoting ---------------------------------------------------------------
+
+def _version_info(version: ModelVersion, aliases: list[str]) -> dict[str, Any]:
+    tags = version.tags
+
+    def decoded(key: str) -> Any:
+        return json.loads(tags[key]) if key in tags else None
+
+    return {"version": str(version.version), "aliases": aliases, "study": tags.get("study"),
+            "trial": decoded("trial"), "value": decoded("value"),
+            "objective_metric": tags.get("objective_metric"),
+            "params": decoded("params") or {}, "metrics": decoded("metrics") or {},
+            "created": version.creation_timestamp / 1000, "run_id": version.run_id}
+
+
+def _versions(client: mlflow.MlflowClient, name: str) -> list[dict[str, Any]]:
+    models = client.search_registered_models(f"name = '{name}'")
+    if not models:
+        return []
+    # Version searches leave aliases out; the registered model has them all.
+    aliases: dict[str, list[str]] = {}
+    for alias, version in models[0].aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    versions = [_version_info(v, sorted(aliases.get(str(v.version), [])))
+                for v in client.search_model_versions(f"name = '{name}'")]
+    return sorted(versions, key=lambda info: int(info["version"]), reverse=True)
+
+
+def _find(versions: list[dict[str, Any]], name: str, ref: str | int) -> dict[str, Any]:
+    ref = str(ref)
+    for info in versions:
+        if ref == info["version"] or ref in info["aliases"]:
+            return info
+    known = ", ".join(info["version"] + "".join(f" ({alias})" for alias in info["aliases"])
+                      for info in versions) or "none yet"
+    raise RegistryError(f"model {name!r} has no version or alias {ref!r}; versions: {known}")
+
+
+def list_versions(config: Config) -> list[dict[str, Any]]:
+    """Every version of the model, newest first: ``version``, ``aliases``, ``study``,
+    ``trial``, ``value``, ``objective_metric``, ``params``, ``metrics``, ``created``
+    (Unix time) and ``run_id``."""
+    return _versions(mlflow_client(config), str(config.registry.model_name))
+
+
+def resolve(config: Config, ref: str | int) -> dict[str, Any]:
+    """The version ``ref`` names, a number or an alias (``champion``, ``previous``)."""
+    return _find(list_versions(config), str(config.registry.model_name), ref)
+
+
+def promote(config: Config, ref: str | int) -> dict[str, Any]:
+    """Make version ``ref`` the champion; the replaced champion becomes ``previous``.
+
+    Returns the promoted version's info with ``replaced``: the former champion's version,
+    or None when ``ref`` already was the champion (then nothing changes).
+    """
+    client, name = mlflow_client(config), str(config.registry.model_name)
+    versions = _versions(client, name)
+    target = _find(versions, name, ref)["version"]
+    champion = next((info["version"] for info in versions if CHAMPION in info["aliases"]), None)
+    if champion != target:
+        if champion is not None:
+            client.set_registered_model_alias(name, PREVIOUS, champion)
+        client.set_registered_model_alias(name, CHAMPION, target)
+        log.info("model %s: version %s is the champion (was %s)", name, target, champion)
+    promoted = _find(_versions(client, name), name, target)
+    return promoted | {"replaced": champion if champion != target else None}
+
+
+# --- Getting the files -------------------------------------------------------------------
+
+def _download(client: mlflow.MlflowClient, name: str, version: str, file: str,
+              dst_dir: Path) -> Path:
+    source = client.get_model_version_download_uri(name, version)
+    return Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{source}/{file}", dst_path=str(dst_dir),
+        tracking_uri=client.tracking_uri))
+
+
+def parse_models_uri(uri: str) -> tuple[str, str]:
+    """``models:/<name>@<alias>`` or ``models:/<name>/<version>`` as (name, alias or version)."""
+    path = uri.removeprefix("models:/")
+    name, at, alias = path.partition("@")
+    if at:
+        reference = alias
+    else:
+        name, _, reference = path.rpartition("/")
+    if not uri.startswith("models:/") or not name or not reference or "/" in reference:
+        raise RegistryError(f"{uri!r}: expected models:/<name>@<alias> or "
+                            f"models:/<name>/<version>")
+    return name, reference
+
+
+def load_model_uri(uri: str, tracking_uri: str, dst_dir: Path | None = None) -> Path:
+    """The registered checkpoint ``uri`` names, downloaded to ``dst_dir`` (default: a new
+    temporary folder); e.g. ``models:/tacotron2_smart_tuning@champion``.
+
+    The alias is resolved with a client of ``tracking_uri``, not with MLflow's global
+    registry URI, so the caller's process-wide MLflow settings do not matter.
+    """
+    name, reference = parse_models_uri(uri)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    version = _find(_versions(client, name), name, reference)["version"]
+    dst_dir = dst_dir or Path(tempfile.mkdtemp(prefix="smart_tuner_model_"))
+    return _download(client, name, version, CHECKPOINT_FILE, dst_dir)
+
+
+def load_registered_model(uri: str, tracking_uri: str, device: str = "cpu"):
+    """The Tacotron2 model ``uri`` names, loaded and in eval mode, and its HParams.
+
+    ``load_registered_model("models:/tacotron2_smart_tuning@champion", tracking_uri)``
+    -> ``(model, hparams)``; ``train.synthesize`` turns the model into speech.
+    """
+    from train.synthesize import load_model  # torch, only when a model is really loaded
+
+    return load_model(load_model_uri(uri, tracking_uri), device)
+
+
+def export(config: Config, ref: str | int, out_dir: Path) -> Path:
+    """Write version ``ref`` to ``out_dir`` as a self-contained folder; ``out_dir``.
+
+    It holds the checkpoint (``best.pt``), its ``hparams.json``, the tuner's config
+    (``config.yaml``, secrets masked), an audio sample and a ``MODEL_CARD.md``.
+    """
+    client, name = mlflow_client(config), str(config.registry.model_name)
+    info = _find(_versions(client, name), name, ref)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = _download(client, name, info["version"], CHECKPOINT_FILE, out_dir)
+    _download(client, name, info["version"], HPARAMS_FILE, out_dir)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    sample = _audio_sample(client, info["run_id"], checkpoint, out_dir)
+    (out_dir / "MODEL_CARD.md").write_text(model_card(config, info, sample.name))
+    return out_dir
+
+
+def _audio_sample(client: mlflow.MlflowClient, run_id: str, checkpoint: Path,
+                  out_dir: Path) -> Path:
+    """The run's latest audio sample, else one spoken by ``checkpoint`` now."""
+    samples = [item.path for item in client.list_artifacts(run_id, "audio")
+               if item.path.endswith(".wav")]
+    if samples:  # sample_eNNNN.wav: the highest epoch sorts last
+        return Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=f"runs:/{run_id}/{max(samples)}", dst_path=str(out_dir),
+            tracking_uri=client.tracking_uri))
+    # Imported here: the tuner needs torch only to speak with a model no sample came with.
+    from train.artifacts import write_audio_sample
+    from train.synthesize import load_model
+
+    model, hp = load_model(checkpoint)
+    return write_audio_sample(model, hp, out_dir / "sample.wav")
+
+
+def model_card(config: Config, info: dict[str, Any], sample: str) -> str:
+    """A short Markdown description of a version: provenance, metrics, how to use it."""
+    name = config.registry.model_name
+    better = "lower" if config.optimization.direction == "minimize" else "higher"
+    created = time.strftime("%Y-%m-%d %H:%M", time.localtime(info["created"]))
+    aliases = f" ({', '.join(info['aliases'])})" if info["aliases"] else ""
+    lines = [
+        f"# {name}, version {info['version']}{aliases}",
+        "",
+        f"Tacotron2 registered on {created} from trial {info['trial']} of study "
+        f"`{info['study']}` (MLflow run `{info['run_id']}`).",
+        "",
+        "## Metrics",
+        "",
+        f"Objective ({info['objective_metric']}, {better} is better): "
+        f"**{_number(info['value'])}**. At the checkpoint's validation:",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *(f"| {key} | {_number(value)} |" for key, value in info["metrics"].items()),
+        "",
+        "## Searched hyperparameters",
+        "",
+        "| parameter | value |",
+        "|---|---|",
+        *(f"| {key} | {_number(value)} |" for key, value in info["params"].items()),
+        "",
+        "All hyperparameters of the checkpoint are in `hparams.json`; the tuner's config "
+        "in `config.yaml`.",
+        "",
+        "## Files",
+        "",
+        f"- `{CHECKPOINT_FILE}`: the checkpoint (model, optimiser, hyperparameters)",
+        f"- `{HPARAMS_FILE}`, `config.yaml`",
+        f"- `{sample}`: a spoken sample (Griffin-Lim)",
+        "",
+        "## Synthesis",
+        "",
+        "```bash",
+        f'python -m train.synthesize --checkpoint {CHECKPOINT_FILE} --text "Hello there." '
+        "--out hello.wav",
+        "# or from the registry:",
+        f"python -m train.synthesize --checkpoint models:/{name}/{info['version']} "
+        f'--tracking-uri {config.tracking_uri} --text "Hello there." --out hello.wav',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+# --- Retention ---------------------------------------------------------------------------
+
+def enforce_retention(config: Config, study: optuna.Study,
+                      finishing: FrozenTrial | None = None) -> list[Path]:
+    """Delete the checkpoints of trials outside the top ``registry.keep_top_k``; the files.
+
+    ``finishing`` is a trial as it is about to be recorded: listeners hear of a trial's
+    end just before Optuna stores its state.
+    """
+    trials = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
+    if finishing is not None:
+        trials[finishing.number] = finishing
+    complete = sorted((t for t in trials.values() if t.state is TrialState.COMPLETE),
+                      key=lambda t: t.value, reverse=study.direction is StudyDirection.MAXIMIZE)
+    active = [t for t in trials.values() if not t.state.is_finished()]
+    keep = {t.number for t in complete[:config.registry.keep_top_k]}
+    keep |= {t.number for t in trials.values() if VERSION_ATTR in t.user_attrs}
+    # A trial stopped on request was not judged; its owner may resume it by hand.
+    keep |= {t.number for t in trials.values()
+             if t.user_attrs.get("outcome") == Outcome.STOPPED_BY_USER}
+    keep |= {t.number for t in active}
+    # A retry resumes from the last checkpoint of the trial it retries.
+    keep |= {number for t in active if (number := retried_from(t)) is not None}
+    deleted = []
+    for trial in trials.values():
+        run_dir = trial.user_attrs.get("run_dir")
+        if trial.number in keep or run_dir is None:
+            continue
+        for checkpoint in sorted(Path(run_dir).glob("*.pt")):
+            checkpoint.unlink(missing_ok=True)
+            deleted.append(checkpoint)
+    if deleted:
+        log.info("retention: deleted %d checkpoints outside the top %d", len(deleted),
+                 config.registry.keep_top_k)
+    return deleted
+
+
+# --- The listener ------------------------------------------------------------------------
+
+@dataclass
+class _RunningTrial:
+    """What the registry follows of the trial running now."""
+
+    hparams: dict[str, Any] = field(default_factory=dict)     # of its current trainer
+    validation: dict[str, Any] = field(default_factory=dict)  # the latest one's metrics
+    best: BestCheckpoint | None = None
+
+
+class RegistryListener(TrialListener):
+    """Registers each new best trial (when MLflow is enabled), then applies retention.
+
+    Neither may fail a trial: problems are logged as warnings.
+    """
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._running = _RunningTrial()
+
+    def trial_started(self, trial: optuna.Trial, hparams: dict[str, Any], run_dir: Path) -> None:
+        self._running = _RunningTrial(hparams=hparams)
+
+    def trainer_event(self, trial: optuna.Trial, event: dict[str, Any],
+                      objective: float | None) -> None:
+        running = self._running
+        if event["event"] == "start":  # a restart after an adaptation changes them
+            running.hparams = event["hparams"]
+        elif event["event"] == "validation":
+            running.validation = {key: event.get(key) for key in HISTORY_METRICS} | {
+                "objective": objective}
+        elif event["event"] == "checkpoint" and event["kind"] == "best":
+            running.best = BestCheckpoint(Path(event["path"]), running.hparams,
+                                          running.validation)
+
+    def trial_finished(self, trial: optuna.Trial, state: TrialState, value: float | None,
+                       attrs: dict[str, Any]) -> None:
+        best = self._running.best
+        if (self.config.mlflow.enabled and state is TrialState.COMPLETE and value is not None
+                and best is not None and is_new_best(trial.study, value)):
+            try:
+                version = register_version(self.config, trial, value, best)
+                log.info("trial %d is the new best: registered as version %s",
+                         trial.number, version)
+            except Exception as error:
+                log.warning("trial %d could not be registered: %s: %s", trial.number,
+                            type(error).__name__, error)
+        try:
+            enforce_retention(self.config, trial.study, _as_recorded(trial, state, value))
+        except OSError as error:
+            log.warning("retention after trial %d failed: %s", trial.number, error)
+
+
+def _as_recorded(trial: optuna.Trial, state: TrialState, value: float | None) -> FrozenTrial:
+    """``trial`` as Optuna is about to record it."""
+    frozen = copy.copy(trial.study.get_trials(deepcopy=False)[trial.number])
+    frozen.state, frozen.value = state, value
+    return frozen

@@ -1,0 +1,283 @@
+"""MLflow tracking of studies: one parent run per study, one child run per trial.
+
+    listener = MlflowTracker(config)   # run_worker adds it when mlflow.enabled is true
+
+Runs go to the experiment ``mlflow.experiment_name`` at ``mlflow.tracking_uri`` (SQLite
+in the state folder by default; a tracking server URL works the same way):
+
+- the study's parent run (tags ``smart_tuner.study=<name>``, ``smart_tuner.role=study``)
+  holds the study's objective, search space and fixed hyperparameters as params; it ends
+  FINISHED with the study, or KILLED when the study was stopped on request;
+- each trial's child run ``trial-NNNN`` holds the trial's hyperparameters as params, one
+  point per validation of each of :data:`TRACKED_METRICS` (step = epoch), the trainer's
+  plots and audio samples as they are written, the adaptations (``adaptations.json``)
+  and, at the end, the outcome, criterion, reason and Optuna state as tags; a failed
+  trial adds its log tail (``trainer_log_tail.txt``). Its status mirrors the outcome.
+
+The run ids are kept in the Optuna storage, for the bot and the registry:
+``mlflow_run_id`` on each trial and ``mlflow_parent_run_id`` on the study.
+
+Tracking is an observer: when MLflow fails (database locked, server down), a warning is
+logged and the trial goes on untracked.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import shlex
+import sys
+import urllib.parse
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.validation import (
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
+)
+from optuna.trial import TrialState
+
+from tuner_core.config import Config
+from tuner_core.runner import Outcome, TrialListener
+
+log = logging.getLogger(__name__)
+
+STUDY_TAG = "smart_tuner.study"
+ROLE_TAG = "smart_tuner.role"  # "study" (the parent run) or "trial"
+TRIAL_RUN_ATTR = "mlflow_run_id"
+PARENT_RUN_ATTR = "mlflow_parent_run_id"
+
+# The fields of a validation event logged as metrics, plus the objective computed from them.
+TRACKED_METRICS = ("train_loss", "val_loss", "val_mel_loss", "val_gate_loss", "grad_norm", "lr",
+                   "alignment_score", "gate_accuracy", "objective")
+
+# Where each kind of trainer artifact goes among the run's artifacts.
+ARTIFACT_DIRS = {"alignment_plot": "alignment", "mel_plot": "mel", "audio": "audio"}
+
+# A trial run's final status, by the trial's outcome.
+RUN_STATUS = {Outcome.COMPLETED: "FINISHED", Outcome.EARLY_STOPPED: "FINISHED",
+              Outcome.PRUNED: "KILLED", Outcome.STOPPED_BY_USER: "KILLED",
+              Outcome.FAILED: "FAILED"}
+
+
+# --- The tracking store ----------------------------------------------------------------
+
+def _is_server(uri: str) -> bool:
+    return urllib.parse.urlparse(uri).scheme in ("http", "https")
+
+
+def artifact_root(config: Config) -> Path | None:
+    """Where a database-backed store keeps artifacts: ``<state_dir>/mlartifacts``.
+
+    None for a tracking server, which stores (or proxies) artifacts itself.
+    """
+    return None if _is_server(config.tracking_uri) else config.state_dir / "mlartifacts"
+
+
+def mlflow_client(config: Config) -> mlflow.MlflowClient:
+    """A client of the configured tracking store (and of its model registry)."""
+    uri = config.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(client: mlflow.MlflowClient, config: Config) -> str:
+    """The id of the configured experiment, created (or restored from deletion) if need be."""
+    name = str(config.mlflow.experiment_name)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        root = artifact_root(config)
+        try:
+            return client.create_experiment(name, artifact_location=str(root) if root else None)
+        except MlflowException:
+            # Another worker may have created it in the meantime.
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def mlflow_ui_command(config: Config) -> str:
+    """The shell command that shows this config's runs in the MLflow UI.
+
+    For a tracking server (an http/https URI) it is the server's URL: it serves the UI.
+    """
+    uri = config.tracking_uri
+    if _is_server(uri):
+        return uri
+    return shlex.join([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                       "--default-artifact-root", str(artifact_root(config))])
+
+
+# --- Logging helpers -------------------------------------------------------------------
+
+def _text(value: Any, limit: int) -> str:
+    """``value`` as MLflow stores it (text), cut to ``limit`` characters."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def log_params(client: mlflow.MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log ``params`` within MLflow's limits on value length and batch size."""
+    entries = [Param(key, _text(value, MAX_PARAM_VAL_LENGTH)) for key, value in params.items()]
+    for start in range(0, len(entries), MAX_PARAMS_TAGS_PER_BATCH):
+        client.log_batch(run_id, params=entries[start:start + MAX_PARAMS_TAGS_PER_BATCH])
+
+
+def _tags(tags: Mapping[str, Any]) -> dict[str, str]:
+    return {key: _text(value, MAX_TAG_VAL_LENGTH) for key, value in tags.items()}
+
+
+def _study_params(study_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``config`` user attribute of a study (see tuner_core.study), flattened."""
+    params: dict[str, Any] = {key: study_config[key]
+                              for key in ("objective_metric", "direction") if key in study_config}
+    for name, space in study_config.get("search_space", {}).items():
+        params[f"search.{name}"] = space
+    for name, value in study_config.get("fixed_hparams", {}).items():
+        params[f"fixed.{name}"] = value
+    return params
+
+
+def _never_raises(hook: Callable[..., None]) -> Callable[..., None]:
+    """A listener hook whose failures are logged as warnings instead of failing the trial."""
+    @functools.wraps(hook)
+    def guarded(self: MlflowTracker, *args: Any) -> None:
+        try:
+            hook(self, *args)
+        except Exception as error:
+            log.warning("MLflow tracking failed in %s, going on without it: %s: %s",
+                        hook.__name__, type(error).__name__, error)
+    return guarded
+
+
+# --- The listener ----------------------------------------------------------------------
+
+class MlflowTracker(TrialListener):
+    """Mirrors a worker's trials into MLflow as they run (see the module docstring)."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._parent_run_ids: dict[str, str] = {}  # by study name
+        self._trial_run_ids: dict[int, str] = {}   # by trial number
+
+    # Opened on first use, inside a guarded hook, so that an unreachable store fails no trial.
+    @functools.cached_property
+    def client(self) -> mlflow.MlflowClient:
+        return mlflow_client(self.config)
+
+    @functools.cached_property
+    def experiment_id(self) -> str:
+        return ensure_experiment(self.client, self.config)
+
+    @_never_raises
+    def trial_started(self, trial: optuna.Trial, hparams: dict[str, Any], run_dir: Path) -> None:
+        study = trial.study
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"trial-{trial.number:04d}",
+            tags={MLFLOW_PARENT_RUN_ID: self._parent_run_id(study), STUDY_TAG: study.study_name,
+                  ROLE_TAG: "trial", "smart_tuner.trial": str(trial.number),
+                  "smart_tuner.run_dir": str(run_dir)})
+        run_id = run.info.run_id
+        self._trial_run_ids[trial.number] = run_id
+        trial.set_user_attr(TRIAL_RUN_ATTR, run_id)
+        log_params(self.client, run_id, hparams)
+
+    @_never_raises
+    def trainer_event(self, trial: optuna.Trial, event: dict[str, Any],
+                      objective: float | None) -> None:
+        run_id = self._trial_run_ids.get(trial.number)
+        if run_id is None:  # its start could not be tracked
+            return
+        if event["event"] == "validation":
+            values = {key: event.get(key) for key in TRACKED_METRICS if key != "objective"}
+            values["objective"] = objective
+            timestamp = int(event["time"] * 1000)
+            metrics = [Metric(key, float(value), timestamp, event["epoch"])
+                       for key, value in values.items()
+                       if value is not None and math.isfinite(value)]
+            self.client.log_batch(run_id, metrics=metrics)
+        elif event["event"] == "artifact":
+            self.client.log_artifact(run_id, event["path"],
+                                     ARTIFACT_DIRS.get(event["kind"], event["kind"]))
+
+    @_never_raises
+    def trial_adapted(self, trial: optuna.Trial, adaptation: dict[str, Any]) -> None:
+        run_id = self._trial_run_ids.get(trial.number)
+        if run_id is None:
+            return
+        # Params cannot change in MLflow; the corrected values go in a file and a tag.
+        adaptations = trial.user_attrs.get("adaptations", [adaptation])
+        self.client.log_dict(run_id, adaptations, "adaptations.json")
+        self.client.set_tag(run_id, "smart_tuner.adaptations", str(len(adaptations)))
+
+    @_never_raises
+    def trial_finished(self, trial: optuna.Trial, state: TrialState, value: float | None,
+                       attrs: dict[str, Any]) -> None:
+        run_id = self._trial_run_ids.pop(trial.number, None)
+        if run_id is None:
+            return
+        tags = _tags({"smart_tuner.outcome": attrs["outcome"],
+                      "smart_tuner.criterion": attrs.get("criterion") or "",
+                      "smart_tuner.reason": attrs.get("reason") or "",
+                      "smart_tuner.state": state.name})
+        self.client.log_batch(run_id, tags=[RunTag(key, tag) for key, tag in tags.items()])
+        if value is not None:
+            self.client.log_metric(run_id, "best_objective", value)
+        if attrs.get("log_tail"):
+            self.client.log_text(run_id, attrs["log_tail"], "trainer_log_tail.txt")
+        self.client.set_terminated(run_id, RUN_STATUS[attrs["outcome"]])
+
+    @_never_raises
+    def study_finished(self, study: optuna.Study) -> None:
+        run_id = self._parent_run_ids.get(study.study_name) or self._find_parent_run(study)
+        if run_id is None:  # no trial of this study was ever tracked
+            return
+        # end_reason is set by tuner_core.study just before study_finished is called.
+        stopped = study.user_attrs.get("end_reason") == "stopped on request"
+        self.client.set_terminated(run_id, "KILLED" if stopped else "FINISHED")
+
+    # --- the study's parent run --------------------------------------------------------
+    def _parent_run_id(self, study: optuna.Study) -> str:
+        """The study's parent run, found (several workers share a study) or created."""
+        name = study.study_name
+        if name not in self._parent_run_ids:
+            run_id = self._find_parent_run(study)
+            if run_id is None:
+                run_id = self._create_parent_run(study)
+            elif self.client.get_run(run_id).info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")  # a resumed study
+            study.set_user_attr(PARENT_RUN_ATTR, run_id)
+            self._parent_run_ids[name] = run_id
+        return self._parent_run_ids[name]
+
+    def _find_parent_run(self, study: optuna.Study) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{STUDY_TAG}` = '{study.study_name}' and tags.`{ROLE_TAG}` = 'study'",
+            order_by=["attributes.start_time ASC"], max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def _create_parent_run(self, study: optuna.Study) -> str:
+        run = self.client.create_run(
+            self.experiment_id, run_name=study.study_name,
+            tags=_tags({STUDY_TAG: study.study_name, ROLE_TAG: "study",
+                        "smart_tuner.n_trials": study.user_attrs.get("n_trials")}))
+        opt = self.config.optimization
+        log_params(self.client, run.info.run_id, {
+            **_study_params(study.user_attrs.get("config", {})),
+            "overfitting_penalty": opt.overfitting_penalty,
+            "sampler": opt.sampler.type, "pruner": opt.pruner.type})
+        return run.info.run_id
