@@ -125,6 +125,7 @@ class Trainer:
             return EXIT_DIVERGED
         if self.hp.artifacts == "end":
             self._write_artifacts()
+            self.seconds = time.perf_counter() - started  # the run's own work, reported
         self._end(status, reason)
         return 0
 

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from tuner_core.config import Config, ConfigError, load_config
 from tuner_core.runner import PROJECT_ROOT, TrialListener
 from tuner_core.study import (
@@ -86,19 +88,19 @@ class SmartTuner:
 
     def request_stop(self, study_name: str | None = None, by: str = "api") -> str:
         """Ask the workers of the study (the latest by default) to stop; its name."""
-        study = self._study(study_name)
+        study = self.study(study_name)
         request_stop(study, by)
         return study.study_name
 
     def status(self, study_name: str | None = None) -> dict[str, Any]:
-        return study_status(self._study(study_name))
+        return study_status(self.study(study_name))
 
     def best(self, study_name: str | None = None) -> dict[str, Any] | None:
-        return best_trial(self._study(study_name))
+        return best_trial(self.study(study_name))
 
     def trials(self, study_name: str | None = None, limit: int | None = None
                ) -> list[dict[str, Any]]:
-        return trials_list(self._study(study_name), limit)
+        return trials_list(self.study(study_name), limit)
 
     def studies(self) -> list[dict[str, Any]]:
         return studies_list(open_storage(self.config))
@@ -131,7 +133,7 @@ class SmartTuner:
     def best_version(self, study_name: str | None = None) -> str | None:
         """The model version registered from the study's best trial, if any."""
         try:
-            best = self._study(study_name).best_trial
+            best = self.study(study_name).best_trial
         except ValueError:  # no trial has completed
             return None
         return best.user_attrs.get("registered_version")
@@ -139,7 +141,7 @@ class SmartTuner:
     def audio_sample(self, study_name: str | None = None,
                      trial_number: int | None = None) -> Path | None:
         """The newest audio sample (``sample_*.wav``) of a trial, the best by default."""
-        study = self._study(study_name)
+        study = self.study(study_name)
         if trial_number is None:
             row = best_trial(study)
         else:
@@ -153,7 +155,8 @@ class SmartTuner:
         samples = Path(row["run_dir"], "artifacts").glob("sample_*.wav")
         return max(samples, key=lambda path: path.stat().st_mtime, default=None)
 
-    def _study(self, name: str | None):
+    def study(self, name: str | None = None) -> optuna.Study:
+        """The study ``name``, or the latest one; :class:`StudyNotFound` if there is none."""
         name = name or self.latest_study_name()
         if name is None:
             raise StudyNotFound(f"no study yet in {self.config.storage_url}")

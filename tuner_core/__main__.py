@@ -200,7 +200,7 @@ def cmd_check(tuner: SmartTuner, args: argparse.Namespace) -> int:
 def cmd_report(tuner: SmartTuner, args: argparse.Namespace) -> int:
     from tuner_core.report import write_report  # matplotlib only loads for this command
 
-    study = tuner._study(args.study)
+    study = tuner.study(args.study)
     out_dir = args.out or tuner.config.state_dir / "reports" / study.study_name
     path = write_report(study, out_dir)
     print(f"report of study {study.study_name}: {path}")
