@@ -184,3 +184,28 @@ def test_validation_every_n_steps_ends_with_one_and_never_reports_an_empty_mean(
     validations = of_kind(events, "validation")
     assert [v["step"] for v in validations] == steps  # 16 clips, batches of 8: 2 per epoch
     assert all(math.isfinite(v["train_loss"]) for v in validations)
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(corpus, mel_cache, tmp_path):
+    run_train(corpus, tmp_path, mel_cache, "--hparams", hparams_arg(epochs=2))
+    last, previous = tmp_path / "last.pt", tmp_path / "last.prev.pt"
+    assert load_checkpoint(previous)["epoch"] == 1 and load_checkpoint(last)["epoch"] == 2
+    last.write_bytes(last.read_bytes()[:1000])  # a copy cut short
+
+    events, proc = run_train(corpus, tmp_path, mel_cache, "--resume", str(last),
+                             "--hparams", "epochs=3")
+    assert events[0]["resumed_from"] == str(previous) and events[0]["epoch"] == 1
+    assert [v["epoch"] for v in of_kind(events, "validation")] == [2, 3]
+    assert "last.pt: unreadable checkpoint" in proc.stderr
+
+
+def test_no_usable_checkpoint_is_an_error_naming_it_not_a_fresh_start(corpus, mel_cache,
+                                                                       tmp_path):
+    run_train(corpus, tmp_path, mel_cache, "--hparams", hparams_arg(epochs=2))
+    for name in ("last.pt", "last.prev.pt"):
+        (tmp_path / name).write_bytes(b"not a checkpoint")
+    events, proc = run_train(corpus, tmp_path, mel_cache, "--resume",
+                             str(tmp_path / "last.pt"), check=False)
+    assert proc.returncode == 2 and not events
+    assert f"{tmp_path / 'last.pt'}: unreadable checkpoint" in proc.stderr
+    assert "the previous one too" in proc.stderr

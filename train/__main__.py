@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from train.audio import AudioError
-from train.checkpoint import CheckpointError, load_checkpoint
+from train.checkpoint import CheckpointError, load_resumable
 from train.data import DataError
 from train.hparams import PROFILES, HParams, HParamsError
 from train.trainer import Trainer
@@ -51,7 +51,7 @@ def setup_logging(run_dir: Path, verbose: bool) -> None:
 
 def build_hparams(args: argparse.Namespace) -> HParams:
     if args.resume:
-        base = HParams.from_dict(load_checkpoint(args.resume)["hparams"])
+        base = HParams.from_dict(load_resumable(args.resume)[0]["hparams"])
     else:
         base = HParams.from_overrides(PROFILES.get(args.profile))
     return HParams.from_overrides(args.hparams, base=base)

@@ -7,6 +7,7 @@ loss so far, the hyperparameters, and the random-number-generator states.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -17,6 +18,8 @@ import torch
 
 from train.atomic import atomic_path
 
+log = logging.getLogger(__name__)
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, truncated or not one of ours; names the file."""
@@ -25,12 +28,24 @@ class CheckpointError(RuntimeError):
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "hparams")
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` so that a crash mid-write never leaves a torn file."""
+def previous_path(path: Path) -> Path:
+    """Where ``save_checkpoint(path, keep_previous=True)`` keeps the checkpoint it replaced."""
+    return path.with_suffix(".prev.pt")
+
+
+def save_checkpoint(path: Path, state: dict[str, Any], keep_previous: bool = False) -> Path:
+    """Write ``state`` to ``path`` so that a crash mid-write never leaves a torn file.
+
+    With ``keep_previous`` the file it replaces is kept as :func:`previous_path`, a
+    fallback for a resume should ``path`` itself be damaged later (a full disk, a copy
+    cut short).
+    """
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())  # on disk before the rename, so a power cut keeps one of the two
+        if keep_previous and path.exists():
+            os.replace(path, previous_path(path))
     return path
 
 
@@ -64,3 +79,24 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def load_resumable(path: Path, map_location: str | torch.device = "cpu"
+                   ) -> tuple[dict[str, Any], Path]:
+    """The checkpoint to resume from: ``path``, or its previous one if ``path`` is damaged.
+
+    Returns the state and the file it came from. When neither is usable, the error
+    names ``path``: a run is never silently restarted from scratch.
+    """
+    try:
+        return load_checkpoint(path, map_location), path
+    except CheckpointError as damaged:
+        previous = previous_path(path)
+        if not previous.is_file():
+            raise
+        try:
+            state = load_checkpoint(previous, map_location)
+        except CheckpointError as also_damaged:
+            raise CheckpointError(f"{damaged}; the previous one too: {also_damaged}") from None
+        log.warning("%s; resuming from the previous checkpoint %s", damaged, previous)
+        return state, previous

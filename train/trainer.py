@@ -31,7 +31,7 @@ import torch
 
 from train import artifacts, figures
 from train.alignment import focus_score, gate_accuracy
-from train.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from train.checkpoint import load_resumable, restore_rng_states, rng_states, save_checkpoint
 from train.data import Batch, DataError, make_loaders
 from train.events import EXIT_DIVERGED, emit
 from train.hparams import HParams
@@ -243,12 +243,12 @@ class Trainer:
             "hparams": self.hp.to_dict(),
             "rng": rng_states(),
         }
-        path = save_checkpoint(self._checkpoint_path(kind), state)
+        path = save_checkpoint(self._checkpoint_path(kind), state, keep_previous=kind == "last")
         emit("checkpoint", epoch=completed_epochs, step=self.step, path=str(path), kind=kind,
              is_best=is_best, val_loss=val_loss)
 
     def _restore(self) -> str:
-        state = load_checkpoint(self.resume, map_location=self.device)
+        state, source = load_resumable(self.resume, map_location=self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -257,8 +257,8 @@ class Trainer:
         self.epoch, self.step = state["epoch"], state["step"]
         self.best_val_loss = state["best_val_loss"]
         restore_rng_states(state["rng"])
-        log.info("resumed from %s at epoch %d, step %d", self.resume, self.epoch, self.step)
-        return str(self.resume)
+        log.info("resumed from %s at epoch %d, step %d", source, self.epoch, self.step)
+        return str(source)
 
     def _apply_changed_hparams(self, saved: HParams) -> None:
         """Let a resumed run take new optimiser settings (the tuner's adaptations).
