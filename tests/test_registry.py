@@ -49,8 +49,9 @@ def test_each_new_best_trial_is_registered_as_a_version(tracked_study):
 
 def test_retention_keeps_the_top_k_and_every_registered_trial(tracked_study):
     # keep_top_k is 1: trial 2 is the best; trial 0 is registered; the others lose theirs.
-    assert sorted(p.name for p in run_dir(tracked_study, 2).glob("*.pt")) == ["best.pt",
-                                                                              "last.pt"]
+    # A kept trial keeps all its checkpoints, the resume fallback last.prev.pt included.
+    kept = sorted(p.name for p in run_dir(tracked_study, 2).glob("*.pt"))
+    assert kept == ["best.pt", "last.prev.pt", "last.pt"]
     assert (run_dir(tracked_study, 0) / "best.pt").is_file()
     for number in (1, 3):
         assert not list(run_dir(tracked_study, number).glob("*.pt"))
