@@ -3,8 +3,10 @@
 Every poll reads the storage for notifications not yet delivered and sends them, oldest
 first, to ``telegram.chat_id`` or, when that is not set, to the chats of the allowed
 users who have written to the bot. A notification counts as delivered, and is saved so
-in ``bot_state.json``, right after it was sent; so a restarted bot neither repeats nor
-drops one. A kind switched off in ``telegram.notifications`` is marked delivered unsent.
+in ``bot_state.json``, right after it was sent; so a restarted bot drops none, and
+repeats one only if it was killed in the milliseconds between Telegram's answer and
+that save (Telegram cannot be asked whether a message arrived, and a repeat is better
+than a loss). A kind switched off in ``telegram.notifications`` is marked delivered unsent.
 
 * Telegram unreachable (network, 5xx, flood control after the retries of
   :class:`bot.middlewares.RetryRequests`): the poll ends and the next one tries the
@@ -69,7 +71,6 @@ class Notifier:
         self.service = service
         self.state = state
         self.telegram = telegram
-        self._sending = asyncio.Lock()  # held while one notification is being sent
         self._closing = False
 
     def targets(self) -> list[int]:
@@ -92,7 +93,7 @@ class Notifier:
         for notification in await self.service.news(self.state.delivered):
             if self._closing:
                 return
-            async with self._sending:
+            async with self.state.telling:
                 if not await self._deliver(notification):
                     return
 
@@ -100,7 +101,7 @@ class Notifier:
         """Send no more; wait up to ``timeout`` seconds for the message being sent."""
         self._closing = True
         try:
-            await asyncio.wait_for(self._sending.acquire(), timeout)
+            await asyncio.wait_for(self.state.telling.acquire(), timeout)
         except TimeoutError:
             log.warning("stopping while a notification is still being sent")
 

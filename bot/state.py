@@ -6,6 +6,9 @@
                targets when ``telegram.chat_id`` is not set)
 
 The file is replaced atomically, so a crash mid-write leaves the previous version.
+Whoever tells news (the notifier, or a command whose reply tells it, see
+:meth:`BotState.sent`) holds :attr:`BotState.telling` meanwhile, so the two never
+tell the same news at once.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class BotState:
         self.sent_to: dict[str, set[int]] = {}
         self.chats: set[int] = set()
         self.first_start = True  # no state file was found: nothing was ever delivered
+        self.telling = asyncio.Lock()  # held while news is told and recorded
         self._saving = asyncio.Lock()
 
     @classmethod

@@ -1,5 +1,6 @@
 """Shared fixtures: a small generated corpus and a tiny, fast Tacotron2 profile."""
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests import postgres
+from tests.postgres import PostgresCluster, available, postgres_cluster
 from train.corpus import generate_corpus
 from train.hparams import PROFILES
 from tuner_core.config import Config, load_config
@@ -29,6 +30,9 @@ def hparams_arg(**changes: object) -> str:
     return ",".join(f"{k}={v}" for k, v in {**TEST_HPARAMS, **changes}.items())
 
 
+_databases = itertools.count()
+
+
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 20-clip LJSpeech-format corpus, generated once per test session."""
@@ -40,13 +44,31 @@ def mel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mel_cache")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that need PostgreSQL, so ``-m postgres`` selects them."""
+    for item in items:
+        if "postgres" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL database (see tests/postgres.py)."""
-    if not postgres.available():
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster (see tests/postgres.py): the one CI started around
+    the test run, or else one for this session; skipped without PostgreSQL binaries."""
+    cluster = PostgresCluster.from_environment()
+    if cluster is not None:
+        yield cluster
+        return
+    if not available():
         pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
-    with postgres.postgres_server() as url:
-        yield url
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresCluster, request: pytest.FixtureRequest) -> str:
+    """A new empty database for this test, so its studies meet no others."""
+    return postgres.create_database(f"t{next(_databases)}_{request.node.name[:40]}".lower())
 
 
 @dataclass

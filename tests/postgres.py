@@ -3,6 +3,16 @@
 The cluster lives in a temporary folder, listens only on a Unix socket there, and is
 removed afterwards. PostgreSQL refuses to run as root, so under root it runs as the
 ``postgres`` system user that the server package creates.
+
+Two ways to get one:
+
+* the ``postgres`` pytest fixture (tests/conftest.py) starts a cluster for the session;
+* ``python3 -m tests.postgres COMMAND...`` starts one, runs COMMAND with
+  ``TEST_POSTGRES_HOST`` and ``TEST_POSTGRES_PORT`` set to it, and removes it. CI runs
+  ``make test`` so, and the fixture then uses that cluster and never skips.
+
+This module uses the standard library only: CI starts the cluster before the
+virtual environment exists.
 """
 
 from __future__ import annotations
@@ -12,11 +22,42 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+HOST_VARIABLE = "TEST_POSTGRES_HOST"
+PORT_VARIABLE = "TEST_POSTGRES_PORT"
 PORT = 54329  # only names the socket file; nothing listens on TCP
+
+
+@dataclass(frozen=True)
+class PostgresCluster:
+    """A running cluster reached through the Unix socket in ``host`` (a folder)."""
+
+    host: str
+    port: int = PORT
+
+    def url(self, database: str, driver: str = "postgresql+psycopg") -> str:
+        """A SQLAlchemy URL of ``database`` as the superuser ``postgres``."""
+        return f"{driver}://postgres@/{database}?host={self.host}&port={self.port}"
+
+    def create_database(self, name: str) -> str:
+        """Create the empty database ``name``; its SQLAlchemy URL."""
+        import psycopg  # the tests' virtual environment has it; CI's bootstrap does not
+
+        with psycopg.connect(host=self.host, port=self.port, user="postgres",
+                             dbname="postgres", autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    @classmethod
+    def from_environment(cls) -> PostgresCluster | None:
+        """The cluster ``python3 -m tests.postgres`` started around this process, if any."""
+        host = os.environ.get(HOST_VARIABLE)
+        return cls(host, int(os.environ.get(PORT_VARIABLE, PORT))) if host else None
 
 
 def _binary(name: str) -> str | None:
@@ -32,8 +73,8 @@ def available() -> bool:
 
 
 @contextlib.contextmanager
-def postgres_server(database: str = "smart_tuner") -> Iterator[str]:
-    """Start a cluster; yield a SQLAlchemy URL of a fresh database in it."""
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """Start a cluster in a temporary folder; stop and remove it on exit."""
     folder = Path(tempfile.mkdtemp(prefix="pg-"))
     as_user: list[str] = []
     if os.geteuid() == 0:
@@ -47,13 +88,30 @@ def postgres_server(database: str = "smart_tuner") -> Iterator[str]:
 
     try:
         run(_binary("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        # Room for several workers, an MLflow server and the test itself at once.
         run(_binary("pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "start",
-            "-o", f"-c listen_addresses='' -k {folder} -p {PORT}")
-        run(_binary("createdb") or "createdb", "-h", str(folder), "-p", str(PORT), "-U",
-            "postgres", database)
-        yield f"postgresql+psycopg://postgres@/{database}?host={folder}&port={PORT}"
+            "-o", f"-c listen_addresses='' -k {folder} -p {PORT} -c max_connections=200")
+        yield PostgresCluster(str(folder))
     finally:
         if data.exists():
             subprocess.run([*as_user, _binary("pg_ctl"), "-D", str(data), "-m", "immediate",
                             "stop"], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(command: list[str]) -> int:
+    """Run ``command`` beside a throwaway cluster; its exit status."""
+    if not command:
+        print("usage: python3 -m tests.postgres COMMAND [ARG...]", file=sys.stderr)
+        return 2
+    if not available():
+        print("error: no PostgreSQL server binaries (initdb, pg_ctl) on this machine; "
+              "install the postgresql package", file=sys.stderr)
+        return 2
+    with postgres_cluster() as cluster:
+        environ = os.environ | {HOST_VARIABLE: cluster.host, PORT_VARIABLE: str(cluster.port)}
+        return subprocess.run(command, env=environ).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

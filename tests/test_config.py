@@ -83,11 +83,21 @@ def test_storage_and_tracking_uri_from_the_environment(tmp_path):
     environ = {"SMART_TUNER_STORAGE": "postgresql://db/optuna",
                "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
     config = load(tmp_path, {"dataset_path": "d"}, environ)
-    assert config.storage_url == "postgresql://db/optuna"
+    assert config.storage_url == "postgresql+psycopg://db/optuna"  # the installed driver
     assert config.tracking_uri == "http://mlflow:5000"
     # a value in the file wins over the environment
     config = load(tmp_path, {"dataset_path": "d", "storage": "sqlite:///x.db"}, environ)
     assert config.storage_url == "sqlite:///x.db"
+
+
+def test_the_storage_password_is_never_shown(tmp_path):
+    config = load(tmp_path, {"dataset_path": "d", "storage": "postgresql://tuner:s3cret@db/st"}, {})
+    assert config.storage_shown == "postgresql+psycopg://tuner:***@db/st"
+
+
+def test_an_unsupported_storage_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"storage.*'mysql' storage is not supported"):
+        load(tmp_path, {"dataset_path": "d", "storage": "mysql://db/optuna"}, {})
 
 
 def test_blocks_with_every_entry_commented_out_are_empty(tmp_path):

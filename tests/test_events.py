@@ -2,13 +2,14 @@
 
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
 from tests.bot_support import add_study, trial, write_config
 from tuner_core import SmartTuner
 from tuner_core.events import LOG_TAIL_CHARS, Kind, collect, finished_studies_backlog
-from tuner_core.study import open_storage
+from tuner_core.study import create_study, open_storage
 
 
 @pytest.fixture
@@ -73,6 +74,16 @@ def test_a_finished_study_whose_end_was_delivered_is_not_read_again(tuner: Smart
     add_study(tuner, "s", [trial(value=0.5)], end_reason="all trials done")
     # Only its end is marked delivered: the study is skipped as a whole.
     assert collect(open_storage(tuner.config), {"study:s:finished"}) == []
+
+
+def test_a_study_still_being_created_has_no_news_yet(tuner: SmartTuner) -> None:
+    storage = open_storage(tuner.config)
+    optuna.create_study(study_name="s", storage=storage)  # its attributes not written yet
+    assert collect(storage, set()) == []
+
+    create_study(tuner.config, "s", n_trials=3)  # resumed: the attributes are written
+    [started] = collect(storage, set())
+    assert started.id == "study:s:started" and started.facts["budget"] == 3
 
 
 def test_a_trial_that_lost_its_worker_is_reported_as_such(tuner: SmartTuner) -> None:

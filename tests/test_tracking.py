@@ -1,6 +1,8 @@
 """MLflow tracking of a real tiny study: parent and child runs, metrics, tags, artifacts."""
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -8,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import TEST_HPARAMS, TrackedStudy
-from tests.test_tuner import write_config
+from tests.test_tuner import ROOT, write_config
 from tuner_core.config import load_config
 from tuner_core.study import create_study, run_worker
 from tuner_core.tracking import TRACKED_METRICS, mlflow_client, mlflow_ui_command
@@ -115,3 +117,18 @@ def test_the_mlflow_ui_command_shows_the_configured_store(tmp_path, corpus, mel_
     server = config.model_copy(update={"mlflow": config.mlflow.model_copy(
         update={"tracking_uri": "http://mlflow.example:5000"})})
     assert mlflow_ui_command(server) == "http://mlflow.example:5000"
+
+
+def test_workers_starting_together_on_a_new_store_all_track(tmp_path, corpus, mel_cache):
+    path = write_config(tmp_path, corpus, mel_cache, mlflow={"enabled": True})
+    # Each process makes its first use of the new SQLite store at once, as workers do.
+    script = ("import sys; from tuner_core.config import load_config; "
+              "from tuner_core.tracking import ensure_experiment, mlflow_client; "
+              "config = load_config(sys.argv[1]); "
+              "print(ensure_experiment(mlflow_client(config), config))")
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(path)], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+    outcomes = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], outcomes
+    assert len({out.strip() for out, _ in outcomes}) == 1  # one experiment for all

@@ -10,7 +10,8 @@ from tests.conftest import TEST_HPARAMS
 from tests.test_tuner import ROOT, write_config
 from tuner_core.__main__ import main
 from tuner_core.config import load_config
-from tuner_core.study import create_study, make_pruner, make_sampler
+from tuner_core.sampling import TrialSeeded, make_sampler
+from tuner_core.study import create_study, load_study, make_pruner
 
 
 def test_tune_runs_a_study_and_the_other_commands_read_it(corpus, mel_cache, tmp_path,
@@ -38,6 +39,16 @@ def test_tune_runs_a_study_and_the_other_commands_read_it(corpus, mel_cache, tmp
     assert main(["check", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "[ok] dataset: 20 utterances" in out and "[ok] storage" in out
+    assert "[ok] mlflow: disabled" in out
+
+
+def test_check_names_an_unreachable_mlflow_server(tmp_path, corpus, mel_cache, capsys,
+                                                  monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once, not in minutes
+    path = write_config(tmp_path, corpus, mel_cache,
+                        mlflow={"enabled": True, "tracking_uri": "http://127.0.0.1:9"})
+    assert main(["check", "--config", str(path)]) == 1
+    assert "[FAIL] mlflow: http://127.0.0.1:9:" in capsys.readouterr().out
 
 
 def test_clear_errors_for_a_bad_config_an_unknown_study_and_bad_arguments(tmp_path, capsys,
@@ -59,8 +70,11 @@ def test_clear_errors_for_a_bad_config_an_unknown_study_and_bad_arguments(tmp_pa
     ("cmaes", optuna.samplers.CmaEsSampler), ("gp", optuna.samplers.GPSampler)])
 def test_samplers_come_from_the_config(tmp_path, corpus, mel_cache, kind, expected):
     config = load_config(write_config(tmp_path, corpus, mel_cache,
-                                      optimization={"sampler": {"type": kind}}))
+                                      optimization={"sampler": {"type": kind}, "seed": None}))
     assert isinstance(make_sampler(config.optimization), expected)
+    seeded = config.optimization.model_copy(update={"seed": 3})
+    sampler = make_sampler(seeded)
+    assert isinstance(sampler, TrialSeeded) and isinstance(sampler.sampler, expected)
 
 
 @pytest.mark.parametrize(("pruner", "expected"), [
@@ -85,6 +99,17 @@ def test_a_seeded_study_suggests_the_same_parameters_again(tmp_path, corpus, mel
         suggested.append([study.ask().suggest_float("learning_rate", 1e-4, 5e-3, log=True)
                           for _ in range(3)])
     assert suggested[0] == suggested[1]
+
+
+def test_two_workers_of_a_seeded_study_draw_different_parameters(tmp_path, corpus, mel_cache):
+    config = load_config(write_config(tmp_path, corpus, mel_cache,
+                                      optimization={"seed": 7, "sampler": {"type": "tpe"}}))
+    create_study(config, "shared", 6)
+    # Two workers: each process loads the study with its own sampler from the same config.
+    workers = [load_study(config, "shared") for _ in range(2)]
+    drawn = [workers[n % 2].ask().suggest_float("learning_rate", 1e-4, 5e-3, log=True)
+             for n in range(6)]
+    assert len(set(drawn)) == 6, drawn
 
 
 def test_threads_opening_a_new_storage_at_once_share_one(tmp_path, corpus, mel_cache):

@@ -159,5 +159,5 @@ class SmartTuner:
         """The study ``name``, or the latest one; :class:`StudyNotFound` if there is none."""
         name = name or self.latest_study_name()
         if name is None:
-            raise StudyNotFound(f"no study yet in {self.config.storage_url}")
+            raise StudyNotFound(f"no study yet in {self.config.storage_shown}")
         return load_study(self.config, name)

@@ -108,7 +108,7 @@ def print_result(result: dict[str, Any]) -> None:
 def cmd_tune(tuner: SmartTuner, args: argparse.Namespace) -> int:
     config = tuner.config
     study = create_study(config, args.study, args.trials)
-    print(f"study {study.study_name} on {config.storage_url}")
+    print(f"study {study.study_name} on {config.storage_shown}")
     for line in describe(config.hyperparameter_search_space):
         print(f"  {line}")
     return _work(tuner, study, args)

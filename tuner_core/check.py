@@ -15,6 +15,7 @@ def run_checks(config: Config) -> Iterator[Check]:
     yield "config", True, f"experiment {config.experiment_name}"
     yield _dataset(config)
     yield _storage(config)
+    yield _mlflow(config)
     yield _torch()
     yield _bot_token(config)
 
@@ -41,8 +42,21 @@ def _storage(config: Config) -> Check:
     try:
         studies = optuna.get_all_study_summaries(open_storage(config))
     except Exception as exc:  # any driver error means "not reachable"; show it
-        return "storage", False, f"{config.storage_url}: {exc}"
-    return "storage", True, f"{config.storage_url} ({len(studies)} studies)"
+        return "storage", False, f"{config.storage_shown}: {exc}"
+    return "storage", True, f"{config.storage_shown} ({len(studies)} studies)"
+
+
+def _mlflow(config: Config) -> Check:
+    if not config.mlflow.enabled:
+        return "mlflow", True, "disabled"
+    import mlflow
+
+    uri = config.tracking_uri
+    try:
+        mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:  # a server down, a refused login: show it
+        return "mlflow", False, f"{uri}: {exc}"
+    return "mlflow", True, uri
 
 
 def _torch() -> Check:

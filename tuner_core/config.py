@@ -27,6 +27,7 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
 
+import sqlalchemy
 import yaml
 from pydantic import (
     AfterValidator,
@@ -295,6 +296,19 @@ class Config(_Section):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
 
+    @field_validator("storage")
+    @classmethod
+    def _supported_storage(cls, url: str | None) -> str | None:
+        """SQLite (one machine) or PostgreSQL (several): the databases whose locks
+        :mod:`tuner_core.budget_lock` knows. A plain ``postgresql://`` gets the psycopg
+        driver; SQLAlchemy's default for it, psycopg2, is not installed."""
+        if url is None or url.startswith(("sqlite:///", "postgresql+psycopg://")):
+            return url
+        if url.startswith("postgresql://"):
+            return url.replace("postgresql://", "postgresql+psycopg://", 1)
+        raise ValueError(f"{url.split(':', 1)[0]!r} storage is not supported; use "
+                         "sqlite:///PATH (one machine) or postgresql://USER:PASSWORD@HOST/DB")
+
     @model_validator(mode="after")
     def _fill_derived_defaults(self) -> Self:
         self.checkpoint_dir = self.checkpoint_dir or self.state_dir / "runs"
@@ -343,6 +357,11 @@ class Config(_Section):
     def storage_url(self) -> str:
         """The Optuna storage: ``storage``, else ``$SMART_TUNER_STORAGE``, else SQLite."""
         return str(self.storage)
+
+    @property
+    def storage_shown(self) -> str:
+        """The storage URL with its password hidden: for messages and logs."""
+        return sqlalchemy.engine.make_url(self.storage_url).render_as_string(hide_password=True)
 
     @property
     def tracking_uri(self) -> str:

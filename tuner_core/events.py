@@ -70,11 +70,12 @@ def collect(storage: optuna.storages.BaseStorage, delivered: set[str]) -> list[N
     Studies in the order they were created; within a study, its start, then trial by
     trial (restarts, anomalies, the end, a new best), then its end. The order comes from
     the storage, not from clocks, which may differ between the machines of a study.
-    A finished study whose end was delivered is not read again.
+    A finished study whose end was delivered is not read again; a study still being
+    created has no news yet.
     """
     return [notification
             for summary in optuna.get_all_study_summaries(storage)
-            if not _done(summary, delivered)
+            if _created(summary) and not _done(summary, delivered)
             for notification in _study_notifications(storage, summary)
             if notification.id not in delivered]
 
@@ -89,6 +90,12 @@ def finished_studies_backlog(storage: optuna.storages.BaseStorage) -> set[str]:
             for summary in optuna.get_all_study_summaries(storage)
             if summary.user_attrs.get(FINISHED_ATTR)
             for notification in _study_notifications(storage, summary)}
+
+
+def _created(summary: optuna.study.StudySummary) -> bool:
+    # create_study makes the Optuna study first and writes these attributes after it;
+    # read in between, the study's start would be told without its budget and settings.
+    return BUDGET_ATTR in summary.user_attrs and "config" in summary.user_attrs
 
 
 def _done(summary: optuna.study.StudySummary, delivered: set[str]) -> bool:

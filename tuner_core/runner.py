@@ -17,7 +17,7 @@ A trainer that crashes (exit code other than 0 or the divergence code) fails the
 trial with its exit code and log tail; the study goes on. Everything the bot and
 the reports need ends up on the trial's user attributes in the storage:
 ``outcome``, ``criterion``, ``reason``, ``recommendation``, ``stop_epoch``,
-``adaptations``, ``run_dir``, ``best_checkpoint``, ``last_metrics``, ``history``,
+``adaptations``, ``run_dir``, ``worker``, ``best_checkpoint``, ``last_metrics``, ``history``,
 ``anomalies`` (:mod:`tuner_core.metrics_store`), ``seconds`` and, for failures,
 ``exit_code`` and ``log_tail``.
 """
@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -51,6 +52,8 @@ from tuner_core.search_space import suggest
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Who ran a trial, when several machines work on one study: "host:pid".
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 # The validation-event fields kept per epoch on the trial ("history", "last_metrics").
@@ -183,6 +186,7 @@ class TrialRunner:
         run_dir = self.config.checkpoint_dir / self.study_name / f"trial_{trial.number:04d}"
         resume = self._checkpoint_to_resume(trial)
         trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker", WORKER)
         self.listener.trial_started(trial, hparams, run_dir)
 
         run = _Run(self.direction)

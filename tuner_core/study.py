@@ -10,7 +10,9 @@ to Optuna's own records, a study carries these user attributes:
 ``finished_at``     set by the last worker to leave, with ``end_reason``
 
 Any number of workers (``python -m tuner_core worker``) may run the same study
-from machines that reach the storage. On an RDB storage each running trial has a
+from machines that reach the storage. They take trials from the budget under a
+study-wide lock (:mod:`tuner_core.budget_lock`), so together they run exactly
+``n_trials``. Each running trial has a
 heartbeat; a trial whose worker died is failed when another worker notices and is
 retried (Optuna's ``RetryHeartbeatStaleTrialCallback``) from the dead trial's
 last checkpoint (see :class:`tuner_core.runner.TrialRunner`).
@@ -28,9 +30,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from tuner_core.budget_lock import BudgetLock
 from tuner_core.config import Config, OptimizationConfig
 from tuner_core.retries import fail_stale_trials, retried_numbers, retry_callback
 from tuner_core.runner import ListenerGroup, TrialCrashed, TrialListener, TrialRunner
+from tuner_core.sampling import make_sampler
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +83,6 @@ def _new_storage(config: Config) -> optuna.storages.RDBStorage:
             url, engine_kwargs=engine_kwargs,
             heartbeat_interval=opt.heartbeat_interval_s, grace_period=opt.heartbeat_grace_s,
             heartbeat_stale_trial_callback=retry_callback(opt.max_retries))
-
-
-def make_sampler(opt: OptimizationConfig) -> optuna.samplers.BaseSampler:
-    kind, seed, startup = opt.sampler.type, opt.seed, opt.sampler.n_startup_trials
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(n_startup_trials=startup, seed=seed)
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if kind == "cmaes":
-        return optuna.samplers.CmaEsSampler(n_startup_trials=startup, seed=seed)
-    return optuna.samplers.GPSampler(n_startup_trials=startup, seed=seed)
 
 
 def make_pruner(opt: OptimizationConfig) -> optuna.pruners.BasePruner:
@@ -149,7 +142,7 @@ def load_study(config: Config, name: str) -> optuna.Study:
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if name not in names:
         known = ", ".join(names[-10:]) or "none yet"
-        raise StudyNotFound(f"no study named {name!r} in {config.storage_url} (known: {known})")
+        raise StudyNotFound(f"no study named {name!r} in {config.storage_shown} (known: {known})")
     return optuna.load_study(study_name=name, storage=storage,
                              sampler=make_sampler(config.optimization),
                              pruner=make_pruner(config.optimization))
@@ -176,7 +169,8 @@ def trials_left(study: optuna.Study) -> int:
 
 def run_worker(config: Config, study: optuna.Study, listener: TrialListener | None = None,
                poll_s: float = 1.0) -> None:
-    """Run trials of ``study`` until its budget is used or a stop is requested.
+    """Run trials of ``study`` until its budget is used or a stop is requested, then
+    wait for the other workers' running trials (to retry any whose worker dies).
 
     MLflow tracking (when ``mlflow.enabled``) and the model registry hear of every trial
     before ``listener`` does.
@@ -189,20 +183,37 @@ def run_worker(config: Config, study: optuna.Study, listener: TrialListener | No
                              RegistryListener(config), listener)
     runner = TrialRunner(config, study.study_name, stop_requested=lambda: stop_requested(study),
                          listener=listener, poll_s=poll_s)
+    budget_lock = BudgetLock(config.storage_url, open_storage(config).engine, study._study_id)
+
+    def run_claimed_trial(trial: optuna.Trial) -> float:
+        budget_lock.release()  # the trial is in the storage now: every count sees it
+        return runner(trial)
+
     while not stop_requested(study):
-        # Fail (and so queue the retry of) trials whose worker died, before counting.
-        fail_stale_trials(study)
-        queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if trials_left(study) <= 0 and not queued:
+        with budget_lock:
+            # Fail (and so queue the retry of) trials whose worker died, before counting.
+            fail_stale_trials(study)
+            queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if trials_left(study) > 0 or queued:
+                study.optimize(run_claimed_trial, n_trials=1, catch=(TrialCrashed,),
+                               gc_after_trial=False)
+                continue
+        if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             break
-        study.optimize(runner, n_trials=1, catch=(TrialCrashed,), gc_after_trial=False)
-    if _mark_finished_if_last(study):
+        # The budget is taken, but another worker's trial still runs; stay to retry it
+        # should that worker die.
+        time.sleep(config.optimization.heartbeat_interval_s)
+    with budget_lock:  # two workers leaving at once must not both end the study
+        finished = _mark_finished_if_last(study)
+    if finished:
         listener.study_finished(study)
 
 
 def _mark_finished_if_last(study: optuna.Study) -> bool:
-    """Record the study's end unless another worker is still busy (it will); whether done."""
-    if study.get_trials(deepcopy=False, states=ACTIVE_STATES):
+    """Record the study's end unless a worker is still busy (it will) or another one
+    has already recorded it; whether this call did."""
+    if (study.user_attrs.get(FINISHED_ATTR)  # None after a resume reopened the study
+            or study.get_trials(deepcopy=False, states=ACTIVE_STATES)):
         return False
     reason = "stopped on request" if stop_requested(study) else "all trials done"
     study.set_user_attr("end_reason", reason)

@@ -23,6 +23,7 @@ logged and the trial goes on untracked.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import logging
@@ -87,8 +88,25 @@ def mlflow_client(config: Config) -> mlflow.MlflowClient:
     """A client of the configured tracking store (and of its model registry)."""
     uri = config.tracking_uri
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        _prepare_sqlite_store(uri)
     return mlflow.MlflowClient(tracking_uri=uri)
+
+
+@functools.cache
+def _prepare_sqlite_store(uri: str) -> None:
+    """Create or upgrade the tables of a SQLite store, one process at a time.
+
+    MLflow creates its tables on first use. Two workers starting together on a new
+    database would both run the schema migrations, and one would fail ("table
+    _alembic_tmp_tags already exists"); so the first use is made under a file lock.
+    """
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.init.lock", "ab") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # let go when the file closes
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # the tracking tables
+        client.search_registered_models(max_results=1)  # the registry's
 
 
 def ensure_experiment(client: mlflow.MlflowClient, config: Config) -> str:

@@ -16,14 +16,16 @@ from tuner_core.events import study_started_id
 async def tune(message: Message, command: CommandObject, service: TunerService,
                bot_state: BotState) -> None:
     n_trials = service.parse_trials(command.args)
-    result = await service.start_study(n_trials)
-    if isinstance(result, StartedStudy):
-        await message.answer(messages.study_started(result))
-        # This reply is the "study started" news: the notifier need not repeat it here.
-        await bot_state.sent(study_started_id(result.name), message.chat.id)
-    else:
-        await message.answer(messages.already_running(result),
-                             reply_markup=study_keyboard(result["study_id"], running=True))
+    # This reply is the "study started" news: the notifier must not tell it here too, so
+    # it waits until the reply is sent and recorded.
+    async with bot_state.telling:
+        result = await service.start_study(n_trials)
+        if isinstance(result, StartedStudy):
+            await message.answer(messages.study_started(result))
+            await bot_state.sent(study_started_id(result.name), message.chat.id)
+            return
+    await message.answer(messages.already_running(result),
+                         reply_markup=study_keyboard(result["study_id"], running=True))
 
 
 def router() -> Router:

@@ -1,0 +1,134 @@
+"""Scale-out: several `python -m tuner_core worker` processes on one PostgreSQL study.
+
+The workers are real processes training real tiny models, as they would on several
+machines; PostgreSQL is a throwaway cluster (tests/postgres.py).
+"""
+
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy
+from optuna.trial import TrialState
+
+from tests.conftest import TEST_HPARAMS
+from tests.test_tuner import ROOT, write_config
+from tuner_core.budget_lock import BudgetLock
+from tuner_core.config import load_config
+from tuner_core.retries import retried_from
+from tuner_core.study import create_study, open_storage
+
+
+@contextlib.contextmanager
+def workers(config_path: Path, study: str, n: int) -> Iterator[list[subprocess.Popen]]:
+    """``n`` worker processes on ``study``; any still running at the end are killed."""
+    started = [subprocess.Popen(
+        [sys.executable, "-m", "tuner_core", "worker", "--config", str(config_path),
+         "--study", study, "--quiet"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(n)]
+    try:
+        yield started
+    finally:
+        for worker in started:
+            if worker.poll() is None:  # its trainer follows it (PR_SET_PDEATHSIG)
+                worker.kill()
+                worker.wait()
+
+
+def finish(worker: subprocess.Popen, timeout: float = 600) -> None:
+    output = worker.communicate(timeout=timeout)[0]
+    assert worker.returncode == 0, output[-3000:]
+
+
+def wait_until(condition, timeout: float = 120, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_two_workers_run_exactly_the_budget_and_see_each_others_results(
+        corpus, mel_cache, tmp_path, postgres_url):
+    path = write_config(tmp_path, corpus, mel_cache, storage=postgres_url,
+                        trainer={"hparams": {**TEST_HPARAMS, "epochs": 1}},
+                        optimization={"sampler": {"type": "tpe", "n_startup_trials": 2}})
+    study = create_study(load_config(path), "shared", 4)
+
+    with workers(path, "shared", 2) as both:
+        for worker in both:
+            finish(worker)
+
+    trials = study.get_trials()
+    assert sorted(t.number for t in trials) == list(range(4))
+    assert all(t.state is TrialState.COMPLETE for t in trials)
+    assert {t.user_attrs["worker"].split(":")[1] for t in trials} == {
+        str(w.pid) for w in both}
+    assert len({t.params["learning_rate"] for t in trials}) == 4  # no draw repeated
+    # The sampler reads the shared storage: the last trial to start was drawn when the
+    # other worker's results were in it already.
+    last = max(trials, key=lambda t: t.datetime_start)
+    others_done = [t for t in trials if t.user_attrs["worker"] != last.user_attrs["worker"]
+                   and t.datetime_complete < last.datetime_start]
+    assert others_done
+    assert study.user_attrs["end_reason"] == "all trials done"
+
+
+def test_a_worker_takes_its_trial_only_under_the_budget_lock(
+        corpus, mel_cache, tmp_path, postgres_url):
+    path = write_config(tmp_path, corpus, mel_cache, storage=postgres_url,
+                        trainer={"hparams": {**TEST_HPARAMS, "epochs": 1}})
+    config = load_config(path)
+    study = create_study(config, "locked", 1)
+    engine = open_storage(config).engine
+
+    def worker_waits_for_the_lock() -> bool:
+        with engine.connect() as connection:
+            return bool(connection.execute(sqlalchemy.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            )).scalar())
+
+    with (BudgetLock(config.storage_url, engine, study._study_id) as lock,
+          workers(path, "locked", 1) as (worker,)):
+        wait_until(worker_waits_for_the_lock, what="the worker to wait for the lock")
+        assert study.get_trials() == []  # it counts and creates nothing while it waits
+        lock.release()
+        finish(worker)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]
+
+
+def test_a_killed_workers_trial_is_resumed_by_the_surviving_worker(
+        corpus, mel_cache, tmp_path, postgres_url):
+    path = write_config(tmp_path, corpus, mel_cache, storage=postgres_url,
+                        trainer={"hparams": {**TEST_HPARAMS, "epochs": 6}})
+    study = create_study(load_config(path), "kill", 2)
+    with workers(path, "kill", 2) as both:
+
+        def a_trial_at_epoch_2():
+            return next((t for t in study.get_trials()
+                         if (t.user_attrs.get("last_metrics") or {}).get("epoch", 0) >= 2), None)
+
+        wait_until(a_trial_at_epoch_2, what="a trial to reach epoch 2")
+        killed = a_trial_at_epoch_2()
+        doomed = next(w for w in both if killed.user_attrs["worker"].endswith(f":{w.pid}"))
+        survivor = next(w for w in both if w is not doomed)
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+        finish(survivor)
+
+    trials = study.get_trials()
+    (retry,) = [t for t in trials if retried_from(t) == killed.number]
+    assert study.get_trials()[killed.number].state is TrialState.FAIL
+    assert retry.state is TrialState.COMPLETE and retry.params == killed.params
+    assert retry.user_attrs["worker"].endswith(f":{survivor.pid}")
+    log = (Path(retry.user_attrs["run_dir"]) / "trainer.log").read_text()
+    assert f"resumed from {Path(killed.user_attrs['run_dir']) / 'last.pt'}" in log
+    assert retry.user_attrs["epochs_trained"] == 6
+    assert 0 < len(retry.intermediate_values) <= 4  # resumed, not retrained from scratch
+    # The budget counts the killed trial once: 2 trials, plus the one that died.
+    assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 2 + ["FAIL"]
+    assert study.user_attrs["end_reason"] == "all trials done"
