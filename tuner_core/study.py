@@ -201,8 +201,8 @@ def run_worker(config: Config, study: optuna.Study, listener: TrialListener | No
         if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             break
         # The budget is taken, but another worker's trial still runs; stay to retry it
-        # should that worker die.
-        time.sleep(config.optimization.heartbeat_interval_s)
+        # should that worker die, and leave as soon as it ends.
+        time.sleep(poll_s)
     with budget_lock:  # two workers leaving at once must not both end the study
         finished = _mark_finished_if_last(study)
     if finished:
