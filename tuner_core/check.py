@@ -49,11 +49,11 @@ def _storage(config: Config) -> Check:
 def _mlflow(config: Config) -> Check:
     if not config.mlflow.enabled:
         return "mlflow", True, "disabled"
-    import mlflow
+    from tuner_core.tracking import mlflow_client
 
     uri = config.tracking_uri
     try:
-        mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        mlflow_client(config).search_experiments(max_results=1)
     except Exception as exc:  # a server down, a refused login: show it
         return "mlflow", False, f"{uri}: {exc}"
     return "mlflow", True, uri

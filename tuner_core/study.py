@@ -12,10 +12,10 @@ to Optuna's own records, a study carries these user attributes:
 Any number of workers (``python -m tuner_core worker``) may run the same study
 from machines that reach the storage. They take trials from the budget under a
 study-wide lock (:mod:`tuner_core.budget_lock`), so together they run exactly
-``n_trials``. Each running trial has a
-heartbeat; a trial whose worker died is failed when another worker notices and is
-retried (Optuna's ``RetryHeartbeatStaleTrialCallback``) from the dead trial's
-last checkpoint (see :class:`tuner_core.runner.TrialRunner`).
+``n_trials``. Each running trial has a heartbeat; a trial whose worker died is
+failed when another worker notices and is retried (Optuna's
+``RetryHeartbeatStaleTrialCallback``) from the dead trial's last checkpoint (see
+:class:`tuner_core.runner.TrialRunner`).
 """
 
 from __future__ import annotations
