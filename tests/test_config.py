@@ -198,6 +198,16 @@ def test_objective_metric_and_direction_must_agree(tmp_path):
         "optimization.direction: alignment_score is better when higher; use maximize"]
 
 
+@pytest.mark.parametrize("grace", [30, 60])
+def test_a_heartbeat_grace_no_longer_than_the_interval_is_refused(tmp_path, grace):
+    assert problems(tmp_path, {"dataset_path": "d", "optimization": {
+        "heartbeat_interval_s": 60, "heartbeat_grace_s": grace}}) == [
+        f"optimization.heartbeat_grace_s: {grace} must be longer than heartbeat_interval_s "
+        "(60), or a live trial is taken for a dead one; twice the interval or more is safe"]
+    assert load(tmp_path, {"dataset_path": "d", "optimization": {
+        "heartbeat_interval_s": 60, "heartbeat_grace_s": 61}}).optimization.heartbeat_grace_s
+
+
 def test_bad_fixed_hparams(tmp_path):
     assert problems(tmp_path, {"dataset_path": "d", "trainer": {"hparams": {"batch_sise": 8}}}) \
         == ["trainer.hparams.batch_sise: unknown key; did you mean batch_size?"]

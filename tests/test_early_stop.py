@@ -150,6 +150,33 @@ def test_divergence_of_a_maximized_objective_is_a_fall():
     assert "below 1/3 of its best 0.9" in decision.reason
 
 
+def test_an_absurd_loss_is_divergence_at_once_even_when_it_falls():
+    # An exploded trial (learning_rate 50): finite, falling, and never "factor × its best".
+    criterion = {"blowup": Divergence(warmup_epochs=3)}
+    decision = first_decision(criterion, [epoch(1, 2.7e7, train_loss=4.1e7), epoch(2, 7.5e5)])
+    assert decision is not None and (decision.action, decision.epoch) == (Action.PRUNE, 1)
+    assert decision.reason == "train_loss 4.1e+07 at epoch 1 is above max_loss 1000"
+    history = [*losses(5.0, 4.0), epoch(3, 17016.0, train_loss=3.0)]
+    decision = first_decision({"blowup": Divergence(factor=100.0, max_growth=1e4)}, history)
+    assert decision is not None and decision.epoch == 3
+    assert "val_loss 1.702e+04 at epoch 3 is above max_loss 1000" in decision.reason
+
+
+def test_a_loss_blown_up_from_its_first_epoch_is_divergence_even_in_warmup():
+    criterion = {"blowup": Divergence(factor=3.0, warmup_epochs=5, max_growth=10.0)}
+    assert first_decision(criterion, losses(5.0, 40.0, 49.0)) is None
+    decision = first_decision(criterion, losses(5.0, 40.0, 51.0))
+    assert decision is not None and decision.epoch == 3
+    assert decision.reason == "train_loss 51 at epoch 3 is above 10× its first value 5 (epoch 1)"
+
+
+def test_a_diverged_trial_is_always_pruned_never_completed():
+    assert Divergence(action="prune").action is Action.PRUNE
+    for action in ("stop", "adapt"):
+        with pytest.raises(ValidationError, match="action"):
+            Divergence(action=action)
+
+
 # --- plateau ----------------------------------------------------------------------------
 
 def test_plateau_compares_the_best_before_and_after_the_window():

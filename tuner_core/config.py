@@ -40,6 +40,7 @@ from pydantic import (
     SecretStr,
     SerializeAsAny,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -202,8 +203,11 @@ class AdaptationConfig(_Section):
 
 
 class OptimizationConfig(_Section):
-    direction: Direction = "minimize"
+    # Checks across fields are field validators that read the fields declared before them
+    # (info.data): unlike a model validator, they run when another field is invalid too,
+    # so every problem of the file is reported at once.
     objective_metric: ObjectiveMetric = "val_loss"
+    direction: Direction = Field("minimize", validate_default=True)
     n_trials: int = Field(20, ge=1)
     # objective = metric + overfitting_penalty * max(0, val_loss - train_loss)
     overfitting_penalty: float = Field(0.1, ge=0)
@@ -218,14 +222,28 @@ class OptimizationConfig(_Section):
     heartbeat_grace_s: int | None = Field(None, ge=1)
     max_retries: int = Field(1, ge=0)
 
-    @model_validator(mode="after")
-    def _direction_suits_metric(self) -> Self:
-        expected = "maximize" if self.objective_metric in HIGHER_IS_BETTER else "minimize"
-        if self.direction != expected:
-            raise _problems([(("direction",), f"{self.objective_metric} is better when "
-                              f"{'higher' if expected == 'maximize' else 'lower'}; "
-                              f"use {expected}")])
-        return self
+    @field_validator("direction")
+    @classmethod
+    def _direction_suits_metric(cls, direction: Direction, info: ValidationInfo) -> Direction:
+        metric = info.data.get("objective_metric")  # absent when invalid (reported itself)
+        expected = "maximize" if metric in HIGHER_IS_BETTER else "minimize"
+        if metric is not None and direction != expected:
+            raise ValueError(f"{metric} is better when "
+                             f"{'higher' if expected == 'maximize' else 'lower'}; "
+                             f"use {expected}")
+        return direction
+
+    @field_validator("heartbeat_grace_s")
+    @classmethod
+    def _grace_outlasts_a_heartbeat(cls, grace: int | None, info: ValidationInfo) -> int | None:
+        # A grace no longer than the interval lets a live trial look dead between two of its
+        # beats: another worker then fails it and trains the same trial at the same time.
+        interval = info.data.get("heartbeat_interval_s")
+        if grace is not None and interval is not None and grace <= interval:
+            raise ValueError(f"{grace} must be longer than heartbeat_interval_s ({interval}), "
+                             "or a live trial is taken for a dead one; twice the interval or "
+                             "more is safe")
+        return grace
 
 
 class MlflowConfig(_Section):
@@ -319,22 +337,27 @@ class Config(_Section):
         self.registry.model_name = self.registry.model_name or self.experiment_name
         return self
 
-    @model_validator(mode="after")
-    def _check_search_space(self) -> Self:
+    @field_validator("hyperparameter_search_space")
+    @classmethod
+    def _check_search_space(cls, search_space: dict[str, SearchRange], info: ValidationInfo,
+                            ) -> dict[str, SearchRange]:
         """Every searched name is a free trainer hyperparameter and every bound a valid value.
 
         Categorical choices are replaced by the values the trainer parses them to, so
         ``1e-3`` written in YAML (a string to PyYAML) is sampled as the float 0.001.
+        Bounds are checked with the fixed hyperparameters, or, when ``trainer`` is invalid
+        (reported on its own), with the trainer's defaults.
         """
-        fixed = HParams.from_overrides(self.trainer.hparams)
+        trainer = info.data.get("trainer") or TrainerConfig()
+        fixed = HParams.from_overrides(trainer.hparams)
         hparam_names = HParams.keys()
         problems: list[tuple[Loc, str]] = []
-        for name, space in self.hyperparameter_search_space.items():
-            loc: Loc = ("hyperparameter_search_space", name)
+        for name, space in search_space.items():
+            loc: Loc = (name,)
             if name not in hparam_names:
                 problems.append((loc, _unknown_key(name, hparam_names)))
                 continue
-            if name in self.trainer.hparams:
+            if name in trainer.hparams:
                 problems.append((loc, "also fixed in trainer.hparams; set it in one place"))
                 continue
             if isinstance(space, FloatRange) and type(getattr(fixed, name)) is int:
@@ -347,11 +370,10 @@ class Config(_Section):
                 except HParamsError as error:
                     problems.append(((*loc, *where), str(error)))
             if isinstance(space, Categorical) and len(parsed) == len(space.choices):  # all valid
-                self.hyperparameter_search_space[name] = space.model_copy(
-                    update={"choices": parsed})
+                search_space[name] = space.model_copy(update={"choices": parsed})
         if problems:
             raise _problems(problems)
-        return self
+        return search_space
 
     @property
     def storage_url(self) -> str:

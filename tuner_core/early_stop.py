@@ -248,47 +248,70 @@ class Overfitting(Criterion):
 
 
 class Divergence(Criterion):
-    """A non-finite loss, or ``metric`` more than ``factor`` times worse than its best.
+    """A loss that is not finite, absurd or blown up, or ``metric`` far worse than its best.
 
-    "Worse" is above ``factor × best`` for a lower-is-better metric and below
-    ``best / factor`` for a higher-is-better one; the ratio assumes positive values,
-    as losses are. Non-finite losses fire at once, even during warm-up.
+    Fires at once, even during warm-up, when ``train_loss`` or ``val_loss`` is NaN or
+    inf, above ``max_loss`` (no sane Tacotron2 loss comes near it, while an exploded one
+    can stay finite for epochs and even fall), or more than ``max_growth`` times its value
+    at the attempt's first epoch (losses start at their highest). After the warm-up it
+    also fires when ``metric`` is more than ``factor`` times worse than its best: above
+    ``factor × best`` for a lower-is-better metric, below ``best / factor`` for a
+    higher-is-better one (the ratios assume positive values, as losses are).
+
+    A diverged trial is always pruned, never completed: its values mean nothing, and a
+    completed trial could become the best and be registered as a model.
     """
 
     type: Literal["divergence"] = "divergence"
-    action: Action = Action.PRUNE
+    action: Literal[Action.PRUNE] = Action.PRUNE
     metric: Metric = "val_loss"
     factor: float = Field(3.0, gt=1.0)
     warmup_epochs: int = Field(1, ge=0)
+    max_loss: float = Field(1000.0, gt=0.0)
+    max_growth: float = Field(10.0, gt=1.0)
 
+    LOSSES: ClassVar[tuple[str, str]] = ("train_loss", "val_loss")
     RECOMMENDATION: ClassVar[str] = ("the loss diverged: lower the learning rate, lower "
                                      "grad_clip_thresh, or lengthen warmup_steps")
 
     def check(self, history: Sequence[EpochMetrics], direction: Direction) -> Finding | None:
+        reason = self._broken_loss(history) or self._far_from_best(history, direction)
+        return None if reason is None else Finding(reason=reason,
+                                                   recommendation=self.RECOMMENDATION)
+
+    def _broken_loss(self, history: Sequence[EpochMetrics]) -> str | None:
         latest = history[-1]
-        for loss in ("train_loss", "val_loss"):
-            if latest.value(loss) is None:
-                return Finding(
-                    reason=f"{loss} is {getattr(latest, loss)} at epoch {latest.epoch}",
-                    recommendation=self.RECOMMENDATION)
+        first_epoch = [metrics for metrics in history if metrics.epoch == history[0].epoch]
+        for loss in self.LOSSES:
+            value = latest.value(loss)
+            if value is None:
+                return f"{loss} is {getattr(latest, loss)} at epoch {latest.epoch}"
+            where = f"{loss} {value:.4g} at epoch {latest.epoch}"
+            if value > self.max_loss:
+                return f"{where} is above max_loss {self.max_loss:g}"
+            start = min((v for metrics in first_epoch if (v := metrics.value(loss)) is not None),
+                        default=None)
+            if start is not None and start > 0 and value > self.max_growth * start:
+                return (f"{where} is above {self.max_growth:g}× its first value {start:.4g} "
+                        f"(epoch {history[0].epoch})")
+        return None
+
+    def _far_from_best(self, history: Sequence[EpochMetrics], direction: Direction
+                       ) -> str | None:
+        latest = history[-1]
         value = latest.value(self.metric)
-        in_warmup = latest.epoch < history[0].epoch + self.warmup_epochs
-        if value is None or in_warmup:
+        if value is None or latest.epoch < history[0].epoch + self.warmup_epochs:
             return None
         maximize = higher_is_better(self.metric, direction)
         best = _best(history, self.metric, maximize)
         if best is None or best[0] <= 0:
             return None
         best_value, best_metrics = best
-        diverged = value < best_value / self.factor if maximize else \
-            value > best_value * self.factor
-        if not diverged:
+        if not (value < best_value / self.factor if maximize else value > best_value * self.factor):
             return None
         bound = f"below 1/{self.factor:g} of" if maximize else f"above {self.factor:g}×"
-        return Finding(
-            reason=f"{self.metric} {value:.4g} at epoch {latest.epoch} is {bound} its best "
-                   f"{best_value:.4g} (epoch {best_metrics.epoch})",
-            recommendation=self.RECOMMENDATION)
+        return (f"{self.metric} {value:.4g} at epoch {latest.epoch} is {bound} its best "
+                f"{best_value:.4g} (epoch {best_metrics.epoch})")
 
 
 class Plateau(Criterion):
