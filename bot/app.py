@@ -1,16 +1,22 @@
 """Putting the bot together: settings checks, the Bot, the dispatcher, and the run.
 
-    run_bot.py  →  check_settings(config)  →  run(tuner, token, api_server)
+    run_bot.py  →  check_settings(config)  →  hide_token_from_children()
+                →  run(tuner, token, api_server)
 
 :func:`run` polls Telegram for updates and runs the scheduled jobs in one event loop
-until SIGINT or SIGTERM. Workers started by /tune are separate processes and keep
-running; a restarted bot finds their studies in the storage and its delivered
-notifications in ``bot_state.json``.
+until SIGINT or SIGTERM. Then it gives the requests in hand a moment to finish, cancels
+the rest (telling their chats), and exits within about five seconds. Workers started by
+/tune are separate processes and keep running; a restarted bot finds their studies in
+the storage and its delivered notifications in ``bot_state.json``.
+
+One bot per state folder (a second one refuses to start: :func:`bot.state.hold_state_folder`)
+and one per token (a bot that finds another polling its token stops: :class:`AnotherBot`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -24,14 +30,28 @@ from aiogram.utils.token import TokenValidationError, validate_token
 
 from bot import handlers, messages
 from bot.jobs import create_scheduler
-from bot.middlewares import AllowList, RememberChats, RetryRequests
+from bot.middlewares import (
+    AllowList,
+    AnswerButtons,
+    EndOnConflict,
+    RememberChats,
+    RetryRequests,
+    UpdatesInHand,
+)
 from bot.notifier import Notifier
 from bot.service import TunerService
-from bot.state import BotState
+from bot.state import BotState, hold_state_folder
 from tuner_core import SmartTuner
 from tuner_core.config import Config, TelegramConfig
 
 log = logging.getLogger(__name__)
+
+TOKEN_VARIABLE = "TELEGRAM_BOT_TOKEN"
+# Stopping: the requests in hand may finish for this long, then are cancelled and their
+# chats told within NOTICE_S; a notification being sent gets CLOSE_S. Within 5 s in all.
+GRACE_S = 2.0
+NOTICE_S = 1.5
+CLOSE_S = 1.0
 
 HOW_TO_GET_A_TOKEN = (
     "Talk to @BotFather in Telegram, send /newbot, and put the token it gives you in the "
@@ -40,6 +60,10 @@ HOW_TO_GET_A_TOKEN = (
 
 class SettingsError(RuntimeError):
     """The bot cannot start with these settings; the message says what to do."""
+
+
+class AnotherBot(RuntimeError):
+    """Another bot polls Telegram with this token, so this one stopped."""
 
 
 def check_settings(config: Config) -> str:
@@ -61,6 +85,13 @@ def check_settings(config: Config) -> str:
             "(comma-separated for several; @userinfobot tells you yours), or set "
             "telegram.allow_everyone: true in the config to open it to anyone.")
     return token
+
+
+def hide_token_from_children() -> None:
+    """Remove the token from this process's environment once it is in the config: the
+    workers the bot starts, and their trainers, inherit the environment and need no
+    token, and every process that holds one is one more place it can leak from."""
+    os.environ.pop(TOKEN_VARIABLE, None)
 
 
 class RedactToken(logging.Filter):
@@ -113,23 +144,40 @@ def create_bot(token: str, api_server: str | None = None, session: BaseSession |
 def create_dispatcher(service: TunerService, state: BotState,
                       telegram: TelegramConfig) -> Dispatcher:
     """The dispatcher with every command and button; handlers get ``service`` and
-    ``bot_state`` injected."""
-    dispatcher = Dispatcher(service=service, bot_state=state, disable_fsm=True)
+    ``bot_state`` injected, button handlers their ``answer`` (:class:`AnswerButtons`).
+    ``dispatcher["updates_in_hand"]`` is the :class:`UpdatesInHand` to finish at shutdown.
+    """
+    updates_in_hand = UpdatesInHand()
+    dispatcher = Dispatcher(service=service, bot_state=state, updates_in_hand=updates_in_hand,
+                            disable_fsm=True)
     # On the update observer, so nothing (message, button, anything) gets past unchecked.
     dispatcher.update.outer_middleware(AllowList(telegram.allowed_users,
                                                  telegram.allow_everyone))
     dispatcher.update.outer_middleware(RememberChats(state))
+    dispatcher.update.outer_middleware(updates_in_hand)
+    dispatcher.update.outer_middleware(AnswerButtons())
     dispatcher.include_routers(*handlers.routers())
     return dispatcher
 
 
 async def run(tuner: SmartTuner, token: str, api_server: str | None = None) -> None:
-    """Serve until SIGINT or SIGTERM (aiogram's polling handles both)."""
+    """Serve until SIGINT or SIGTERM (aiogram's polling handles both).
+
+    Raises :class:`bot.state.StateFolderInUse` if another bot runs on the state folder,
+    and :class:`AnotherBot` when another bot polls the same token (this one then stops).
+    """
+    with hold_state_folder(tuner.config.state_dir):
+        await _serve(tuner, token, api_server)
+
+
+async def _serve(tuner: SmartTuner, token: str, api_server: str | None) -> None:
     telegram = tuner.config.telegram
     state = BotState.load(tuner.config.state_dir)
     service = TunerService(tuner)
     bot = create_bot(token, api_server)
     dispatcher = create_dispatcher(service, state, telegram)
+    end_on_conflict = EndOnConflict(dispatcher.stop_polling)
+    bot.session.middleware(end_on_conflict)
     notifier = Notifier(bot, service, state, telegram)
     scheduler = create_scheduler(notifier, telegram)
 
@@ -142,13 +190,18 @@ async def run(tuner: SmartTuner, token: str, api_server: str | None = None) -> N
         scheduler.start()
         log.info("bot started: polling every %g s, notifications to %s",
                  telegram.poll_interval_s,
-                 telegram.chat_id or "the chats of allowed users who write to the bot")
+                 telegram.chat_id or "the private chats of allowed users who write to the bot")
 
     async def on_shutdown() -> None:
-        await notifier.close()
+        await dispatcher["updates_in_hand"].finish(GRACE_S, NOTICE_S)
+        await notifier.close(CLOSE_S)
         scheduler.shutdown(wait=False)
         log.info("bot stopped; running studies go on in their workers")
 
     dispatcher.startup.register(on_startup)
     dispatcher.shutdown.register(on_shutdown)
     await dispatcher.start_polling(bot, handle_signals=True, close_bot_session=True)
+    if end_on_conflict.conflict is not None:
+        raise AnotherBot(
+            "another bot is polling Telegram with the same token, so this one stopped: "
+            "run one bot per token (Telegram gives each update to one of them only)")

@@ -2,17 +2,24 @@
 
 Telegram gives a button at most 64 bytes of callback data, so prefixes and values are
 short: a study is named by its storage id, a model by its version number. Data that
-does not unpack into one of these classes (forged, or from an older bot) matches no
-handler and is answered politely by the fallback handler.
+does not unpack into one of these classes (forged, or from an older bot), including a
+number outside what the storage can hold, matches no handler and is answered politely
+by the fallback handler. Numbers that fit are checked against the storage by the
+handlers before they act (:meth:`bot.service.TunerService.study_name`).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
+from pydantic import Field
+
+# An id or number as the storage keeps it: SQLite's INTEGER, 0 … 2**63 - 1.
+Number = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class StudyAction(StrEnum):
@@ -24,13 +31,13 @@ class StudyButton(CallbackData, prefix="st"):
     """Refresh a status message in place, or ask to stop the study."""
 
     action: StudyAction
-    study: int
+    study: Number
 
 
 class StopButton(CallbackData, prefix="sp"):
     """The answer to "stop this study?"."""
 
-    study: int
+    study: Number
     confirm: bool
 
 
@@ -43,14 +50,14 @@ class ModelButton(CallbackData, prefix="md"):
     """Promote a registered model version to champion, or export it as a zip."""
 
     action: ModelAction
-    version: int
+    version: Number
 
 
 class AudioButton(CallbackData, prefix="au"):
     """Send the audio sample of a trial."""
 
-    study: int
-    trial: int
+    study: Number
+    trial: Number
 
 
 def study_keyboard(study_id: int, running: bool) -> InlineKeyboardMarkup:

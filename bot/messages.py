@@ -14,12 +14,14 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from bot.service import ExportedModel, StartedStudy, StopOutcome
+from bot.service import ExportedModel, StartedStudy, StopOutcome, quoted
 from tuner_core.events import Kind, Notification
 
 MESSAGE_LIMIT = 4096
 CAPTION_LIMIT = 1024
 PRIVATE = "This bot is private."
+STOPPING = ("The bot is restarting, so what you asked for last was cancelled. "
+            "Please ask again in a minute.")
 
 # (command, what it does): the /help table and the menu registered with set_my_commands.
 COMMANDS: list[tuple[str, str]] = [
@@ -42,6 +44,11 @@ def help_text(experiment: str) -> str:
             f"(experiment <code>{html.escape(experiment)}</code>).\n"
             "Each trial is a real training run; weak ones are pruned or stopped early, and "
             "I tell you here what happens.\n\n" + rows)
+
+
+def unknown_command(command: str) -> str:
+    return (f"I don't know the command {html.escape(quoted(command))}; commands are "
+            "lower-case. /help lists them.")
 
 
 def study_started(study: StartedStudy) -> str:

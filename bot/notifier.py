@@ -1,12 +1,18 @@
 """Sends the studies' news (:mod:`tuner_core.events`) to the chat: in order, each once.
 
 Every poll reads the storage for notifications not yet delivered and sends them, oldest
-first, to ``telegram.chat_id`` or, when that is not set, to the chats of the allowed
-users who have written to the bot. A notification counts as delivered, and is saved so
-in ``bot_state.json``, right after it was sent; so a restarted bot drops none, and
-repeats one only if it was killed in the milliseconds between Telegram's answer and
-that save (Telegram cannot be asked whether a message arrived, and a repeat is better
-than a loss). A kind switched off in ``telegram.notifications`` is marked delivered unsent.
+first, to ``telegram.chat_id`` or, when that is not set, to the private chats of the
+allowed users who have written to the bot. A kind switched off in
+``telegram.notifications`` is marked delivered unsent.
+
+The guarantee: **a notification is never lost; a crash at the wrong moment may repeat
+one message.** Each message (a notification may take several: long text in pieces, then
+its plot) is recorded in ``bot_state.json`` the moment Telegram confirms it, before any
+other work, and the file is written in the event loop, not queued behind other work in
+a thread. A restarted bot goes on after the last confirmed message. The one window left
+is a crash between Telegram's answer and that write (a millisecond or so): then that
+message is sent again. Telegram cannot be asked whether a message arrived, and a repeat
+is better than a loss.
 
 * Telegram unreachable (network, 5xx, flood control after the retries of
   :class:`bot.middlewares.RetryRequests`): the poll ends and the next one tries the
@@ -26,7 +32,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiogram import Bot
 from aiogram.exceptions import (
@@ -35,6 +41,7 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
 )
+from aiogram.methods import SendMessage, SendPhoto, TelegramMethod
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup
 
 from bot import messages
@@ -87,7 +94,7 @@ class Notifier:
         if self.state.first_start:
             backlog = await self.service.finished_studies_backlog()
             self.state.delivered |= backlog
-            await self.state.save()
+            self.state.save()
             log.info("first start: %d notifications of finished studies marked delivered",
                      len(backlog))
         for notification in await self.service.news(self.state.delivered):
@@ -97,7 +104,7 @@ class Notifier:
                 if not await self._deliver(notification):
                     return
 
-    async def close(self, timeout: float = 10.0) -> None:
+    async def close(self, timeout: float) -> None:
         """Send no more; wait up to ``timeout`` seconds for the message being sent."""
         self._closing = True
         try:
@@ -110,12 +117,11 @@ class Notifier:
         targets = self.targets()
         if self.enabled(notification.kind) and targets:
             outgoing = await self._render(notification)
-            sent_to = self.state.sent_to.setdefault(notification.id, set())
             for chat_id in targets:
-                if chat_id in sent_to:
+                if chat_id in self.state.sent_to.get(notification.id, ()):
                     continue
                 try:
-                    await self._send(chat_id, outgoing)
+                    await self._send(chat_id, outgoing, notification.id)
                 except TRANSIENT as error:
                     log.warning("Telegram unavailable (%s); %s will be sent at the next poll",
                                 error, notification.id)
@@ -123,14 +129,13 @@ class Notifier:
                 except TelegramAPIError as error:
                     log.error("Telegram refused %s for chat %d: %s; skipped",
                               notification.id, chat_id, error)
-                sent_to.add(chat_id)
-                await self.state.save()
+                self.state.sent(notification.id, chat_id)
         elif self.enabled(notification.kind):
             log.info("no chat to send %s to (telegram.chat_id is not set and nobody has "
                      "written to the bot yet)", notification.id)
         self.state.delivered.add(notification.id)
         self.state.sent_to.pop(notification.id, None)
-        await self.state.save()
+        self.state.save()
         return True
 
     async def _render(self, notification: Notification) -> Outgoing:
@@ -145,14 +150,32 @@ class Notifier:
         return Outgoing(texts, keyboard=promote_keyboard(version) if version else None,
                         photo=curves, caption=messages.plot_caption(study))
 
-    async def _send(self, chat_id: int, outgoing: Outgoing) -> None:
-        for index, text in enumerate(outgoing.texts):
-            last = index == len(outgoing.texts) - 1
-            await self.bot.send_message(chat_id, text,
-                                        reply_markup=outgoing.keyboard if last else None)
+    async def _send(self, chat_id: int, outgoing: Outgoing,
+                    notification_id: str | None = None) -> None:
+        """Send ``outgoing``'s messages in turn. For a notification, each is recorded as
+        confirmed the moment Telegram confirms it, and the messages confirmed before (by a
+        bot that stopped half-way) are not sent again."""
+        confirmed = self.state.confirmed(notification_id, chat_id) if notification_id else 0
+        for number, request in enumerate(self._requests(chat_id, outgoing), start=1):
+            if number <= confirmed:
+                continue
+            await self.bot(request)
+            if notification_id is not None:
+                self.state.sending = (notification_id, chat_id, number)
+                self.state.save()
+
+    @staticmethod
+    def _requests(chat_id: int, outgoing: Outgoing) -> list[TelegramMethod[Any]]:
+        requests: list[TelegramMethod[Any]] = [
+            SendMessage(chat_id=chat_id, text=text,
+                        reply_markup=outgoing.keyboard if index == len(outgoing.texts) - 1
+                        else None)
+            for index, text in enumerate(outgoing.texts)]
         if outgoing.photo is not None:
-            await self.bot.send_photo(chat_id, BufferedInputFile(outgoing.photo, "curves.png"),
-                                      caption=outgoing.caption)
+            requests.append(SendPhoto(chat_id=chat_id,
+                                      photo=BufferedInputFile(outgoing.photo, "curves.png"),
+                                      caption=outgoing.caption))
+        return requests
 
     async def summary(self) -> None:
         """The periodic metrics summary of the running study: its status and curves."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -22,17 +23,29 @@ from typing import Any
 
 import optuna
 
+from bot.voice import VoiceNote, voice_note
 from tuner_core import SmartTuner
 from tuner_core import events as feed
 from tuner_core.plots import learning_curves_png
+from tuner_core.runner import PROJECT_ROOT
 from tuner_core.search_space import describe
 from tuner_core.study import load_study, open_storage
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # the Bot API's limit for files a bot sends
+QUOTE_LIMIT = 100  # characters of the user's input that a reply quotes
 
 
 class BotError(Exception):
     """An expected failure; its message (plain text) is what the user is told."""
+
+
+def quoted(user_input: str) -> str:
+    """``user_input`` quoted in a reply, cut to :data:`QUOTE_LIMIT` characters: an
+    overlong argument must not make the reply too long for Telegram, which would then
+    refuse it, and the user would hear nothing."""
+    if len(user_input) > QUOTE_LIMIT:
+        user_input = user_input[:QUOTE_LIMIT - 1] + "…"
+    return repr(user_input)
 
 
 @dataclass(frozen=True)
@@ -84,9 +97,9 @@ class TunerService:
         try:
             n_trials = int(argument.strip())
         except ValueError:
-            raise BotError(f"{argument.strip()!r} is not a number. {usage}") from None
+            raise BotError(f"{quoted(argument.strip())} is not a number. {usage}") from None
         if not 1 <= n_trials <= limit:
-            raise BotError(f"{n_trials} is out of range. {usage}")
+            raise BotError(f"{quoted(argument.strip())} is out of range. {usage}")
         return n_trials
 
     async def start_study(self, n_trials: int) -> StartedStudy | dict[str, Any]:
@@ -182,13 +195,15 @@ class TunerService:
         return await asyncio.to_thread(
             lambda: learning_curves_png(load_study(self.config, name)))
 
-    async def audio_sample(self, study_id: int, trial: int) -> Path | None:
-        """The newest audio sample the trainer wrote for the trial, if any."""
+    async def voice_sample(self, study_id: int, trial: int) -> VoiceNote | None:
+        """The newest audio sample the trainer wrote for the trial, as a voice message;
+        None when it has none."""
         name = await self.study_name(study_id)
         try:
-            return await asyncio.to_thread(self.tuner.audio_sample, name, trial)
+            path = await asyncio.to_thread(self.tuner.audio_sample, name, trial)
         except LookupError as error:  # no such trial: a forged button
             raise BotError(str(error)) from None
+        return None if path is None else await asyncio.to_thread(voice_note, path)
 
     # --- the model registry -------------------------------------------------------------------
 
@@ -217,16 +232,33 @@ class TunerService:
         except RegistryError:
             raise BotError(f"There is no model version {version}.") from None
 
-    async def export(self, version: int) -> ExportedModel:
-        """Export ``version`` to ``state_dir/exports/v<version>`` and zip it, if small enough."""
-        from tuner_core.registry import RegistryError
+    async def require_version(self, version: int) -> None:
+        """Raise :class:`BotError` unless ``version`` is a registered model version."""
+        if await self.model(str(version)) is None:
+            raise BotError(f"There is no model version {version}.")
 
-        out = self.config.state_dir / "exports" / f"v{version}"
+    async def export(self, version: int) -> ExportedModel:
+        """Export ``version`` to ``state_dir/exports/v<version>`` and zip it, if small enough.
+
+        The export (``python -m tuner_core export``) runs in a child process: it may take
+        a while (it may even synthesise a sample), and a bot that stops cancels it by
+        ending the process, which it could not do to a thread.
+        """
+        out = (self.config.state_dir / "exports" / f"v{version}").resolve()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tuner_core", "export", str(version), "--out", str(out),
+            "--config", str(self.tuner.config_path), cwd=PROJECT_ROOT,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            folder = await asyncio.to_thread(self.tuner.export, str(version), out)
-        except RegistryError:
-            raise BotError(f"There is no model version {version}.") from None
-        return ExportedModel(str(version), folder, await asyncio.to_thread(zip_folder, folder))
+            _, errors = await process.communicate()
+        except asyncio.CancelledError:
+            process.kill()
+            await process.wait()
+            raise
+        if process.returncode != 0:
+            raise RuntimeError(f"the export of version {version} failed (exit code "
+                               f"{process.returncode}): {errors.decode(errors='replace')[-2000:]}")
+        return ExportedModel(str(version), out, await asyncio.to_thread(zip_folder, out))
 
     # --- study ids, for buttons -------------------------------------------------------------
 

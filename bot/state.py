@@ -1,11 +1,16 @@
-"""What the bot remembers across restarts, in ``state_dir/bot_state.json``.
+"""What the bot remembers across restarts, in ``state_dir/bot_state.json``, and the lock
+that keeps a second bot off the same state folder.
 
 ``delivered``  the ids of the notifications already sent (see :mod:`tuner_core.events`)
 ``sent_to``    for a notification sent to some of several chats so far, those chats
-``chats``      the chats of allowed users who wrote to the bot (the notification
-               targets when ``telegram.chat_id`` is not set)
+``sending``    the notification being sent: its id, the chat, and how many of its
+               messages (text pieces, then the photo) Telegram has confirmed there
+``chats``      the private chats of allowed users who wrote to the bot (the
+               notification targets when ``telegram.chat_id`` is not set)
 
-The file is replaced atomically, so a crash mid-write leaves the previous version.
+The file is replaced atomically, so a crash mid-write leaves the previous version. It
+is written in the event loop itself, not in a thread: a save must follow Telegram's
+confirmation at once, not wait behind the storage reads and plots in the threads.
 Whoever tells news (the notifier, or a command whose reply tells it, see
 :meth:`BotState.sent`) holds :attr:`BotState.telling` meanwhile, so the two never
 tell the same news at once.
@@ -14,29 +19,65 @@ tell the same news at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from train.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "bot_state.json"
+LOCK_FILE = "bot.lock"
+
+
+class StateFolderInUse(RuntimeError):
+    """Another bot runs on this state folder; the message says which."""
+
+
+@contextlib.contextmanager
+def hold_state_folder(state_dir: Path) -> Iterator[None]:
+    """Hold ``state_dir/bot.lock`` for the block; :class:`StateFolderInUse` if another
+    process holds it.
+
+    Two bots on one state folder would both answer every command and both send every
+    notification. The lock is an ``flock``, which the system releases when the process
+    ends however it ends (even SIGKILL), so a killed bot never blocks its restart. The
+    file names the holder's pid; its descriptor is not inherited by the workers the bot
+    starts (Python opens files non-inheritable).
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / LOCK_FILE
+    with open(path, "a+", encoding="utf-8") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise StateFolderInUse(
+                f"another bot (pid {holder}) is running on the state folder {state_dir}; "
+                "stop it first (one bot per state folder)") from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield
 
 
 class BotState:
-    """The bot's memory; changed in the event loop, written to disk in a thread."""
+    """The bot's memory; changed and written to disk in the event loop."""
 
     def __init__(self, path: Path):
         self.path = path
         self.delivered: set[str] = set()
         self.sent_to: dict[str, set[int]] = {}
+        self.sending: tuple[str, int, int] | None = None
         self.chats: set[int] = set()
         self.first_start = True  # no state file was found: nothing was ever delivered
         self.telling = asyncio.Lock()  # held while news is told and recorded
-        self._saving = asyncio.Lock()
 
     @classmethod
     def load(cls, state_dir: Path) -> BotState:
@@ -52,26 +93,34 @@ class BotState:
             return state
         state.delivered = set(data.get("delivered", []))
         state.sent_to = {key: set(chats) for key, chats in data.get("sent_to", {}).items()}
+        if sending := data.get("sending"):
+            notification_id, chat_id, confirmed = sending
+            state.sending = (notification_id, chat_id, confirmed)
         state.chats = set(data.get("chats", []))
         state.first_start = False
         return state
 
-    async def sent(self, notification_id: str, chat_id: int) -> None:
-        """Record that ``chat_id`` has had the news of ``notification_id`` in another way
-        (a command's reply said it), so the notifier does not send it there again."""
+    def confirmed(self, notification_id: str, chat_id: int) -> int:
+        """How many messages of ``notification_id`` Telegram has confirmed in ``chat_id``
+        (of a notification not completely sent there yet)."""
+        if self.sending is not None and self.sending[:2] == (notification_id, chat_id):
+            return self.sending[2]
+        return 0
+
+    def sent(self, notification_id: str, chat_id: int) -> None:
+        """Record that ``chat_id`` has had all of ``notification_id``, sent by the
+        notifier or in another way (a command's reply said it), and save at once."""
         self.sent_to.setdefault(notification_id, set()).add(chat_id)
-        await self.save()
+        if self.sending is not None and self.sending[:2] == (notification_id, chat_id):
+            self.sending = None
+        self.save()
 
-    async def save(self) -> None:
-        """Write the state as it is now; saves are written in the order they were asked for."""
-        async with self._saving:
-            # Copied here, in the loop, so the writing thread never sees a set change.
-            data = {"delivered": sorted(self.delivered),
-                    "sent_to": {key: sorted(chats) for key, chats in self.sent_to.items()},
-                    "chats": sorted(self.chats)}
-            await asyncio.to_thread(self._write, data)
-        self.first_start = False
-
-    def _write(self, data: dict[str, Any]) -> None:
+    def save(self) -> None:
+        """Write the state as it is now."""
+        data = {"delivered": sorted(self.delivered),
+                "sent_to": {key: sorted(chats) for key, chats in self.sent_to.items()},
+                "sending": self.sending,
+                "chats": sorted(self.chats)}
         with atomic_path(self.path) as tmp:
             tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        self.first_start = False

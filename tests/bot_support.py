@@ -134,11 +134,12 @@ def recording_bot() -> tuple[Bot, RecordingSession, NoSleep]:
 _update_ids = itertools.count(1)
 
 
-def message_update(user_id: int, text: str) -> Update:
-    """``text`` sent by ``user_id`` in their private chat with the bot."""
+def message_update(user_id: int, text: str, chat_id: int | None = None,
+                   chat_type: str = "private") -> Update:
+    """``text`` sent by ``user_id`` in their private chat with the bot, or another chat."""
     return Update.model_validate({"update_id": next(_update_ids), "message": {
         "message_id": next(_update_ids), "date": int(time.time()), "text": text,
-        "chat": {"id": user_id, "type": "private"},
+        "chat": {"id": user_id if chat_id is None else chat_id, "type": chat_type},
         "from": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}}})
 
 
@@ -222,6 +223,12 @@ class BotHarness:
     async def send(self, user_id: int, text: str) -> list[TelegramMethod[Any]]:
         """The requests the bot made in answer to ``text`` from ``user_id``."""
         return await self._feed(message_update(user_id, text))
+
+    async def feed_message(self, user_id: int, text: str, chat_id: int,
+                           chat_type: str) -> list[TelegramMethod[Any]]:
+        """The requests the bot made in answer to ``text`` from ``user_id`` in a chat
+        that is not their private one (a group)."""
+        return await self._feed(message_update(user_id, text, chat_id, chat_type))
 
     async def press(self, user_id: int, data: str) -> list[TelegramMethod[Any]]:
         """The requests the bot made in answer to a button press with ``data``."""

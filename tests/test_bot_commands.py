@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -22,7 +23,7 @@ from tests.bot_support import (
     write_config,
 )
 from tuner_core import SmartTuner
-from tuner_core.study import STOP_ATTR, create_study, load_study
+from tuner_core.study import STOP_ATTR, create_study, load_study, open_storage
 
 
 @pytest.fixture
@@ -70,7 +71,11 @@ def running_study(tuner: SmartTuner, name: str = "run") -> int:
         trial(value=0.5),
         trial(TrialState.RUNNING, last_metrics={"epoch": 2, "val_loss": 0.61,
                                                 "train_loss": 0.55, "objective": 0.62})])
-    return study._study_id
+    return study_id(tuner, study)
+
+
+def study_id(tuner: SmartTuner, study: optuna.Study) -> int:
+    return open_storage(tuner.config).get_study_id_from_name(study.study_name)
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -223,7 +228,7 @@ async def test_best_shows_value_parameters_and_buttons(harness: BotHarness,
 async def test_audio_button_without_a_sample_says_so(harness: BotHarness,
                                                      tuner: SmartTuner) -> None:
     study = add_study(tuner, "s", [trial(value=0.5)])
-    data = keyboards.AudioButton(study=study._study_id, trial=0).pack()
+    data = keyboards.AudioButton(study=study_id(tuner, study), trial=0).pack()
     [answer] = await harness.press(ALICE, data)
     assert answer.text == "Trial 0 has no audio sample."
 
@@ -254,7 +259,8 @@ async def test_a_stranger_is_refused_once_then_ignored(harness: BotHarness,
     assert refusal.text == PRIVATE and refusal.chat_id == MALLORY
 
     stop = keyboards.StopButton(study=study_id, confirm=True).pack()
-    assert await harness.press(MALLORY, stop) == []
+    [answer] = await harness.press(MALLORY, stop)  # so their client stops waiting
+    assert answer.__api_method__ == "answerCallbackQuery" and answer.text is None
     assert await harness.send(MALLORY, "/tune 5") == []
     assert STOP_ATTR not in load_study(tuner.config, "run").user_attrs
 

@@ -93,8 +93,10 @@ async def test_promoting_moves_the_champion_and_is_harmless_twice(harness: BotHa
     assert "champion" in reply.text.split("\n")[3] and "previous" in reply.text.split("\n")[2]
 
 
-async def test_an_unknown_version_is_answered_politely(harness: BotHarness) -> None:
-    [answer] = await harness.press(ALICE, promote(99))
+@pytest.mark.parametrize("button", [promote, export])
+async def test_an_unknown_version_is_answered_once_politely(harness: BotHarness,
+                                                            button: object) -> None:
+    [answer] = await harness.press(ALICE, button(99))
     assert answer.text == "There is no model version 99." and answer.show_alert
 
 
@@ -109,10 +111,12 @@ async def test_best_offers_promote_audio_and_export(harness: BotHarness) -> None
 
 async def test_the_audio_button_sends_the_sample(harness: BotHarness, tuner: SmartTuner) -> None:
     study_id = (await harness.service.status())["study_id"]
-    answer, audio = await harness.press(ALICE, AudioButton(study=study_id, trial=1).pack())
+    answer, voice = await harness.press(ALICE, AudioButton(study=study_id, trial=1).pack())
     assert answer.__api_method__ == "answerCallbackQuery"
-    assert audio.__api_method__ == "sendAudio"
-    assert Path(audio.audio.path).name == "sample_e0003.wav"
+    # A voice message, playable in the chat: OGG with Opus, and its duration.
+    assert voice.__api_method__ == "sendVoice"
+    assert voice.voice.data.startswith(b"OggS") and b"OpusHead" in voice.voice.data
+    assert voice.duration == 1
 
     [answer] = await harness.press(ALICE, AudioButton(study=study_id, trial=7).pack())
     assert "has no trial 7" in answer.text

@@ -101,13 +101,13 @@ async def test_the_first_start_skips_the_history_of_finished_studies(tuner: Smar
 async def test_an_outage_delays_the_news_without_losing_it(tuner: SmartTuner) -> None:
     add_study(tuner, "s", [trial(value=0.5)])
     harness, notifier = start(tuner)
-    harness.session.fail_next(502, "Bad Gateway", times=5)  # every retry of the first send
+    harness.session.fail_next(502, "Bad Gateway", times=6)  # every retry of the first send
     await notifier.poll()
     assert not {"study:s:started", "trial:s:0:finished"} & harness.state.delivered
-    assert len(harness.session.calls("sendMessage")) == 5
+    assert len(harness.session.calls("sendMessage")) == 6
 
     await notifier.poll()  # Telegram is back
-    texts = sent(harness)[5:]
+    texts = sent(harness)[6:]
     assert [text.split(" ")[1] for text in texts] == ["Study", "Trial", "New"]
 
 
@@ -180,6 +180,6 @@ async def test_the_scheduler_polls_in_the_bots_loop(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.05)
     finally:
-        await notifier.close()
+        await notifier.close(timeout=5)
         scheduler.shutdown(wait=False)
     assert len(sent(harness)) == 3

@@ -1,14 +1,15 @@
-"""/best: the best trial, with Promote, Audio sample and Export buttons."""
+"""/best: the best trial, with Promote, Audio sample (a voice message) and Export buttons."""
 
 from __future__ import annotations
 
 from aiogram import Router
 from aiogram.filters import Command
-from aiogram.types import CallbackQuery, FSInputFile, Message
+from aiogram.types import BufferedInputFile, CallbackQuery, Message
 
 from bot import messages
 from bot.handlers.replies import origin
 from bot.keyboards import AudioButton, best_keyboard
+from bot.middlewares import ButtonAnswer
 from bot.service import TunerService
 
 
@@ -23,14 +24,15 @@ async def best(message: Message, service: TunerService) -> None:
 
 
 async def audio(callback: CallbackQuery, callback_data: AudioButton,
-                service: TunerService) -> None:
-    path = await service.audio_sample(callback_data.study, callback_data.trial)
-    if path is None:
-        await callback.answer(messages.no_audio(callback_data.trial), show_alert=True)
+                service: TunerService, answer: ButtonAnswer) -> None:
+    voice = await service.voice_sample(callback_data.study, callback_data.trial)
+    if voice is None:
+        await answer(messages.no_audio(callback_data.trial), show_alert=True)
         return
-    await callback.answer()
-    await origin(callback).answer_audio(FSInputFile(path),
-                                        caption=messages.audio_caption(callback_data.trial))
+    await answer()
+    await origin(callback).answer_voice(
+        BufferedInputFile(voice.ogg, filename=f"trial-{callback_data.trial}.ogg"),
+        duration=voice.duration_s, caption=messages.audio_caption(callback_data.trial))
 
 
 def router() -> Router:

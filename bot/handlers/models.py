@@ -10,6 +10,7 @@ from aiogram.utils.chat_action import ChatActionSender
 from bot import messages
 from bot.handlers.replies import origin
 from bot.keyboards import ModelAction, ModelButton, models_keyboard
+from bot.middlewares import ButtonAnswer
 from bot.service import TunerService
 
 WITH_BUTTONS = 5  # the newest versions get Promote and Export buttons
@@ -25,16 +26,17 @@ async def models(message: Message, service: TunerService) -> None:
 
 
 async def promote(callback: CallbackQuery, callback_data: ModelButton,
-                  service: TunerService) -> None:
+                  service: TunerService, answer: ButtonAnswer) -> None:
     result = await service.promote(callback_data.version)
     await origin(callback).answer(messages.promoted(result))
-    await callback.answer("Promoted")
+    await answer("Promoted")
 
 
 async def export(callback: CallbackQuery, callback_data: ModelButton,
-                 service: TunerService) -> None:
+                 service: TunerService, answer: ButtonAnswer) -> None:
     chat = origin(callback)
-    await callback.answer("Exporting…")  # before the work: Telegram wants an answer soon
+    await service.require_version(callback_data.version)
+    await answer("Exporting…")  # before the work: Telegram wants an answer soon
     async with ChatActionSender.upload_document(chat_id=chat.chat.id, bot=callback.bot):
         exported = await service.export(callback_data.version)
         if exported.zip_path is None:

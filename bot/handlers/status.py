@@ -9,6 +9,7 @@ from aiogram.types import CallbackQuery, Message
 from bot import messages
 from bot.handlers.replies import replace_message
 from bot.keyboards import StudyAction, StudyButton, study_keyboard
+from bot.middlewares import ButtonAnswer
 from bot.service import TunerService
 
 
@@ -22,11 +23,11 @@ async def status(message: Message, service: TunerService) -> None:
 
 
 async def refresh(callback: CallbackQuery, callback_data: StudyButton,
-                  service: TunerService) -> None:
+                  service: TunerService, answer: ButtonAnswer) -> None:
     study = await service.status(callback_data.study)
     await replace_message(callback, messages.status_text(study), study_keyboard(
         study["study_id"], running=study["state"] == "running"))
-    await callback.answer("Updated")
+    await answer("Updated")
 
 
 def router() -> Router:

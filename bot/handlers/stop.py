@@ -12,6 +12,7 @@ from aiogram.types import CallbackQuery, Message
 from bot import messages
 from bot.handlers.replies import origin, replace_message
 from bot.keyboards import StopButton, StudyAction, StudyButton, stop_keyboard
+from bot.middlewares import ButtonAnswer
 from bot.service import TunerService
 
 
@@ -26,19 +27,18 @@ async def stop_button(callback: CallbackQuery, callback_data: StudyButton,
     study = await service.stoppable_study(callback_data.study)
     await origin(callback).answer(messages.stop_question(study),
                                   reply_markup=stop_keyboard(study["study_id"]))
-    await callback.answer()
 
 
 async def confirm(callback: CallbackQuery, callback_data: StopButton,
-                  service: TunerService) -> None:
+                  service: TunerService, answer: ButtonAnswer) -> None:
     if not callback_data.confirm:
+        await service.study_name(callback_data.study)  # a study that exists, or BotError
         await replace_message(callback, messages.stop_cancelled())
-        await callback.answer()
         return
     name, outcome = await service.request_stop(callback_data.study,
                                                by=f"telegram user {callback.from_user.id}")
     await replace_message(callback, messages.stop_result(name, outcome))
-    await callback.answer(outcome.value.capitalize())
+    await answer(outcome.value.capitalize())
 
 
 def router() -> Router:

@@ -22,7 +22,7 @@ async def tune(message: Message, command: CommandObject, service: TunerService,
         result = await service.start_study(n_trials)
         if isinstance(result, StartedStudy):
             await message.answer(messages.study_started(result))
-            await bot_state.sent(study_started_id(result.name), message.chat.id)
+            bot_state.sent(study_started_id(result.name), message.chat.id)
             return
     await message.answer(messages.already_running(result),
                          reply_markup=study_keyboard(result["study_id"], running=True))
