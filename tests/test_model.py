@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from train.hparams import HParams
+from train.hparams import HParams, HParamsError
 from train.loss import Tacotron2Loss
 from train.model import PADDED_GATE_LOGIT, Prenet, Tacotron2, Tacotron2Output
 from train.symbols import PAD_ID
@@ -55,9 +55,20 @@ def padded_batch(n_mel: int = 20, seed: int = 0) -> tuple[Tensor, Tensor, Tensor
     return text, torch.tensor(TEXT_LENGTHS), mel, torch.tensor(MEL_LENGTHS), gate
 
 
-def test_full_size_model_has_nvidia_parameter_count() -> None:
-    model = Tacotron2(HParams(n_symbols=148))
+def test_full_size_model_with_nvidias_symbols_has_nvidias_parameter_count() -> None:
+    hp = HParams.from_overrides("symbol_set=nvidia")
+    assert hp.n_symbols == 148  # follows the symbol set
+    model = Tacotron2(hp)
     assert sum(p.numel() for p in model.parameters()) == 28_193_153
+
+
+def test_n_symbols_must_match_the_symbol_set() -> None:
+    with pytest.raises(HParamsError, match="n_symbols=39: symbol_set='nvidia' has 148 symbols"):
+        HParams.from_overrides("symbol_set=nvidia,n_symbols=39")
+    with pytest.raises(HParamsError, match="n_symbols=148: symbol_set='project' has 39"):
+        HParams.from_overrides("n_symbols=148")
+    resumed = HParams.from_overrides("symbol_set=nvidia")  # a checkpoint's, as the base
+    assert HParams.from_overrides("learning_rate=1e-4", base=resumed).n_symbols == 148
 
 
 @pytest.mark.parametrize("r", [1, 3])

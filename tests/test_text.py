@@ -1,7 +1,7 @@
 import pytest
 
-from train.symbols import EOS_ID, PAD_ID, SYMBOLS
-from train.text import normalize, sequence_to_text, text_to_sequence
+from train.symbols import ARPABET, EOS_ID, NVIDIA, PAD_ID, SYMBOLS
+from train.text import english_cleaners, normalize, sequence_to_text, text_to_sequence
 
 
 @pytest.mark.parametrize(
@@ -93,8 +93,23 @@ def test_abbreviations() -> None:
         "doctor smith met mister and missus lee at saint louis."
     )
     assert normalize("Acme Co. Ltd. vs Jones Jr., e.g. fruit, i.e. apples etc.") == (
-        "acme company limited versus jones junior, for example fruit, that is apples et cetera"
+        "acme company limited versus jones junior, for example fruit, that is apples et cetera."
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        ("Pens, ink, etc.", "pens, ink, et cetera."),
+        ("Pens, ink, etc. Then paper.", "pens, ink, et cetera. then paper."),
+        ("Pens, etc., and paper.", "pens, et cetera, and paper."),
+        ("Ask Mr. Lee.", "ask mister lee."),
+        ("Ask Mr. Lee Jr.", "ask mister lee junior."),
+        ("Maj. Lee, Drs. Ng and Esq.", "major lee, doctors ng and esquire."),
+    ],
+)
+def test_an_abbreviation_ending_the_sentence_keeps_its_full_stop(raw: str, said: str) -> None:
+    assert normalize(raw) == said
 
 
 def test_abbreviation_needs_its_period_and_a_word_boundary() -> None:
@@ -128,31 +143,79 @@ def test_normalised_text_normalises_to_itself(raw: str) -> None:
 
 
 def test_text_to_sequence_maps_symbols_and_appends_eos() -> None:
-    ids = text_to_sequence("Hi, Bob!")
+    ids = text_to_sequence("Hi, Bob!", "project")
     assert ids == [SYMBOLS.index(s) for s in "hi, bob!"] + [EOS_ID]
     assert ids.count(EOS_ID) == 1
     assert PAD_ID not in ids
 
 
 def test_pad_and_eos_characters_in_text_are_not_read_as_symbols() -> None:
-    ids = text_to_sequence("a_b~c")
+    ids = text_to_sequence("a_b~c", "project")
     assert PAD_ID not in ids
     assert ids.count(EOS_ID) == 1
 
 
 def test_round_trip_gives_the_normalised_text() -> None:
     raw = "On May 21st, 1984, Dr. Lee paid $5.20 - 50% more!"
-    assert sequence_to_text(text_to_sequence(raw)) == normalize(raw)
-    assert sequence_to_text([PAD_ID, *text_to_sequence("ok"), PAD_ID]) == "ok"
+    assert sequence_to_text(text_to_sequence(raw, "project"), "project") == normalize(raw)
+    assert sequence_to_text([PAD_ID, *text_to_sequence("ok", "project"), PAD_ID],
+                            "project") == "ok"
 
 
 def test_sequence_to_text_rejects_unknown_ids() -> None:
     with pytest.raises(ValueError, match="999"):
-        sequence_to_text([999])
+        sequence_to_text([999], "project")
 
 
+@pytest.mark.parametrize("symbol_set", ["project", "nvidia"])
 @pytest.mark.parametrize("raw", ["", "   ", "日本語", '"'])
-def test_nothing_to_say_is_an_error_naming_the_text(raw: str) -> None:
+def test_nothing_to_say_is_an_error_naming_the_text(raw: str, symbol_set: str) -> None:
     with pytest.raises(ValueError, match="has nothing left to say") as error:
-        text_to_sequence(raw)
+        text_to_sequence(raw, symbol_set)
     assert repr(raw) in str(error.value)
+
+
+# --- NVIDIA's table and english_cleaners ---------------------------------------------------
+
+def test_nvidia_table_has_nvidias_148_symbols_in_its_order() -> None:
+    assert len(NVIDIA.symbols) == 148
+    assert NVIDIA.symbols[:12] == ("_", "-", "!", "'", "(", ")", ",", ".", ":", ";", "?", " ")
+    assert NVIDIA.ids["A"] == 12 and NVIDIA.ids["Z"] == 37
+    assert NVIDIA.ids["a"] == 38 and NVIDIA.ids["z"] == 63
+    assert len(ARPABET) == 84
+    assert NVIDIA.ids["@AA"] == 64 and NVIDIA.ids["@HH"] == 106 and NVIDIA.ids["@ZH"] == 147
+    assert NVIDIA.eos is None and NVIDIA.ids["_"] == PAD_ID
+
+
+def test_nvidia_ids_of_a_sentence_are_nvidias() -> None:
+    # NVIDIA's text_to_sequence("Hello, World!", ["english_cleaners"]): no end-of-sentence id.
+    assert text_to_sequence("Hello, World!", "nvidia") == [
+        45, 42, 49, 49, 52, 6, 11, 60, 52, 55, 49, 41, 2]
+
+
+def test_nvidia_reads_arpabet_in_curly_braces() -> None:
+    ids = text_to_sequence("Say {HH AH0 L OW1} now.", "nvidia")
+    hello = [NVIDIA.ids["@" + phone] for phone in ("HH", "AH0", "L", "OW1")]
+    assert ids == [NVIDIA.ids[c] for c in "say "] + hello + [NVIDIA.ids[c] for c in " now."]
+    assert sequence_to_text(ids, "nvidia") == "say {HH AH0 L OW1} now."
+
+
+@pytest.mark.parametrize(
+    ("raw", "cleaned"),
+    [
+        # NVIDIA's abbreviations, its spelling of "mrs." included; no others ("etc.", "i.e.").
+        ("Mrs. Lee and Maj. Ng, i.e. both, etc.", "misess lee and major ng, i.e. both, etc."),
+        ("Jones Jr.", "jones junior"),
+        ("Café  \t naïve", "cafe naive"),
+        ("Room 7, 21st of 1984.", "room seven, twenty-first of nineteen eighty-four."),
+        ("  two  spaces ", " two spaces "),  # collapsed, not stripped, as NVIDIA's
+    ],
+)
+def test_english_cleaners_behave_as_nvidias(raw: str, cleaned: str) -> None:
+    assert english_cleaners(raw) == cleaned
+
+
+def test_nvidia_drops_symbols_outside_its_table() -> None:
+    # NVIDIA's _should_keep_symbol: a quote or an ampersand is dropped, not made a space.
+    assert sequence_to_text(text_to_sequence('He said "hi" & left.', "nvidia"),
+                            "nvidia") == "he said hi  left."

@@ -2,6 +2,7 @@
 
     python -m train --data DATA --out RUN_DIR [--profile tiny] [--hparams k=v,...]
     python -m train --data DATA --out RUN_DIR --resume RUN_DIR/last.pt [--hparams k=v,...]
+    python -m train --data DATA --out RUN_DIR --warm-start PRETRAINED.pt [--ignore-layers ...]
 
 Event lines (JSON, see train/events.py) go to stdout; the log to stderr and
 RUN_DIR/train.log. On --resume the checkpoint's hyperparameters are the base and
@@ -34,8 +35,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     profile.add_argument("--resume", type=Path, help="checkpoint to continue from")
     parser.add_argument("--cache-dir", type=Path,
                         help="mel cache shared between runs (default RUN_DIR/mel_cache)")
+    parser.add_argument("--warm-start", type=Path, metavar="CHECKPOINT",
+                        help="start from the model weights of a checkpoint, this project's or "
+                             "NVIDIA/tacotron2's (a dict with state_dict), as NVIDIA's "
+                             "--warm_start: no optimiser state, schedule or step; --resume "
+                             "wins over it")
+    parser.add_argument("--ignore-layers", default="", metavar="NAME,...",
+                        help="with --warm-start: parameters that keep their fresh "
+                             "initialisation, comma-separated, in this project's names "
+                             "(NVIDIA's are accepted too), e.g. embedding.weight")
     parser.add_argument("--verbose", action="store_true", help="log every step")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.ignore_layers = [name.strip() for name in args.ignore_layers.split(",") if name.strip()]
+    if args.ignore_layers and not args.warm_start:
+        parser.error("--ignore-layers needs --warm-start")
+    return args
 
 
 def setup_logging(run_dir: Path, verbose: bool) -> None:
@@ -67,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.out, args.verbose)
     try:
         return Trainer(hp, args.data, args.out, cache_dir=args.cache_dir,
-                       resume=args.resume).run()
+                       resume=args.resume, warm_start=args.warm_start,
+                       ignore_layers=args.ignore_layers).run()
     except (DataError, AudioError, CheckpointError) as exc:
         logging.getLogger("train").error("%s", exc)
         return 1

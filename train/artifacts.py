@@ -19,7 +19,7 @@ def synthesize(model: Tacotron2, hp: HParams, text: str) -> tuple[np.ndarray, np
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    ids = torch.tensor([text_to_sequence(text)], dtype=torch.long, device=device)
+    ids = torch.tensor([text_to_sequence(text, hp.symbol_set)], dtype=torch.long, device=device)
     _, mel_postnet, _, alignments = model.infer(ids)
     model.train(was_training)
     wav = griffin_lim(mel_postnet[0].float().cpu().numpy(), hp, n_iter=hp.griffin_lim_iters)

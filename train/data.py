@@ -145,7 +145,8 @@ class TextMelDataset(Dataset):
 
     def text_ids(self, utterance: Utterance) -> torch.Tensor:
         try:
-            return torch.tensor(text_to_sequence(utterance.text), dtype=torch.long)
+            ids = text_to_sequence(utterance.text, self.hp.symbol_set)
+            return torch.tensor(ids, dtype=torch.long)
         except ValueError as error:
             raise DataError(f"{utterance.audio_path}: text {utterance.text!r}: {error}") from error
 

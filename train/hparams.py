@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from train.symbols import SYMBOLS
+from train.symbols import PROJECT, SYMBOL_SETS
 
 
 class HParamsError(ValueError):
@@ -57,7 +57,10 @@ class HParams:
     mel_fmax: float = _p(8000.0, lo=1.0)
 
     # --- Model -----------------------------------------------------------------
-    n_symbols: int = _p(len(SYMBOLS), lo=1)
+    symbol_set: str = _p("project", choices=tuple(SYMBOL_SETS), doc="text front end and symbol "
+                         "table (train.symbols); nvidia = NVIDIA's english_cleaners and ids")
+    n_symbols: int = _p(len(PROJECT.symbols), lo=1, doc="the size of symbol_set's table; "
+                        "follows symbol_set when only that is given")
     symbols_embedding_dim: int = _p(512, lo=1)
     encoder_kernel_size: int = _p(5, lo=1)
     encoder_n_convolutions: int = _p(3, lo=1)
@@ -82,6 +85,8 @@ class HParams:
     # --- Optimisation ------------------------------------------------------------
     learning_rate: float = _p(1e-3, lo=0.0)
     weight_decay: float = _p(1e-6, lo=0.0)
+    adam_eps: float = _p(1e-8, lo=0.0, doc="Adam's epsilon: PyTorch's default, which NVIDIA's "
+                         "train.py uses")
     grad_clip_thresh: float = _p(1.0, lo=0.0)
     batch_size: int = _p(64, lo=1)
     gate_pos_weight: float = _p(1.0, lo=0.0, doc="BCE weight of the rare 'stop' frames")
@@ -109,8 +114,12 @@ class HParams:
         (strings are parsed).
         """
         values = dataclasses.asdict(base or cls())
-        for key, raw in _split_overrides(overrides).items():
+        pairs = _split_overrides(overrides)
+        for key, raw in pairs.items():
             values[key] = _coerce(key, raw)
+        table = SYMBOL_SETS.get(values["symbol_set"])
+        if "symbol_set" in pairs and "n_symbols" not in pairs and table is not None:
+            values["n_symbols"] = len(table.symbols)  # the embedding follows the table
         hp = cls(**values)
         hp.validate()
         return hp
@@ -135,6 +144,10 @@ class HParams:
                 raise HParamsError(f"{f.name}={value}: must be <= {hi}")
             if choices is not None and value not in choices:
                 raise HParamsError(f"{f.name}={value!r}: must be one of {', '.join(choices)}")
+        table_size = len(SYMBOL_SETS[self.symbol_set].symbols)
+        if self.n_symbols != table_size:
+            raise HParamsError(f"n_symbols={self.n_symbols}: symbol_set={self.symbol_set!r} has "
+                               f"{table_size} symbols (leave n_symbols out to follow it)")
         if self.lr_schedule not in SCHEDULES:
             raise HParamsError(f"lr_schedule={self.lr_schedule!r}: must be one of "
                                f"{', '.join(SCHEDULES)}")

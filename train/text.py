@@ -1,14 +1,20 @@
 """The text front end: raw English text to the symbol ids the model reads.
 
+Each symbol set of :mod:`train.symbols` has its own front end, and
+:func:`text_to_sequence` picks it: :func:`normalize` for ``project``,
+:func:`english_cleaners` (NVIDIA's) for ``nvidia``.
+
 :func:`normalize` rewrites text in the order below; each step relies on the ones before it.
 
 1. Unicode NFKC, so full-width digits, ligatures and the like become plain characters.
 2. Typographic marks: curly single quotes become ``'``, double quotes of any kind are
    dropped (the symbol table has none), en and em dashes become a comma pause, the minus
    sign a hyphen-minus, ``&`` becomes "and".
-3. Lower case.
-4. Abbreviations, written with their period (``vs`` may omit it), from :data:`ABBREVIATIONS`.
-   ``st.`` reads "saint", as in "St. Louis"; a street name reads wrong, a known limit.
+3. Abbreviations, written with their period (``vs`` may omit it), from :data:`ABBREVIATIONS`,
+   in any case. ``st.`` reads "saint", as in "St. Louis"; a street name reads wrong, a known
+   limit. The period stays as a full stop where the abbreviation ends the sentence: at the
+   end of the text, and for "etc." before a capitalised word.
+4. Lower case.
 5. Numbers, most specific form first:
 
    ==============  ==================================================
@@ -27,6 +33,14 @@
 8. Whitespace collapsed, and no space left before closing punctuation.
 
 :func:`text_to_sequence` then maps the result to ids and appends the end-of-sentence id.
+
+:func:`english_cleaners` follows NVIDIA's cleaner of that name: ASCII, lower case, numbers
+and :data:`NVIDIA_ABBREVIATIONS` spelt out, runs of whitespace made one space; the symbols
+outside the table are then dropped, and text in curly braces is read as ARPAbet phones. Two
+known differences: numbers are read by :func:`expand_numbers` (NVIDIA's inflect-based
+reader puts commas between the thousands: "one thousand, two hundred thirty-four"), and
+ASCII comes from Unicode decomposition, not unidecode, so typographic quotes and dashes
+are dropped rather than replaced.
 """
 
 from __future__ import annotations
@@ -35,7 +49,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-from train.symbols import EOS, EOS_ID, PAD, PAD_ID, SYMBOL_TO_ID, SYMBOLS
+from train.symbols import ARPABET_MARK, EOS, NVIDIA, PAD, PAD_ID, SYMBOL_SETS, SYMBOLS
 
 ABBREVIATIONS: dict[str, str] = {
     "mr": "mister",
@@ -45,6 +59,9 @@ ABBREVIATIONS: dict[str, str] = {
     "prof": "professor",
     "st": "saint",
     "jr": "junior",
+    "maj": "major",
+    "drs": "doctors",
+    "esq": "esquire",
     "sr": "senior",
     "capt": "captain",
     "col": "colonel",
@@ -64,6 +81,14 @@ ABBREVIATIONS: dict[str, str] = {
     "i.e": "that is",
 }
 """Abbreviation (lower case, without its final period) -> what is said."""
+
+NVIDIA_ABBREVIATIONS: dict[str, str] = {
+    "mrs": "misess", "mr": "mister", "dr": "doctor", "st": "saint", "co": "company",
+    "jr": "junior", "maj": "major", "gen": "general", "drs": "doctors", "rev": "reverend",
+    "lt": "lieutenant", "hon": "honorable", "sgt": "sergeant", "capt": "captain",
+    "esq": "esquire", "ltd": "limited", "col": "colonel", "ft": "fort",
+}
+"""NVIDIA's english_cleaners abbreviations, its spelling ("misess") included."""
 
 CURRENCIES: dict[str, tuple[str, str, str, str]] = {
     "$": ("dollar", "dollars", "cent", "cents"),
@@ -218,8 +243,12 @@ _TYPOGRAPHY = str.maketrans({
 _DASH_RE = re.compile(r"\s*[–—―]\s*")
 _ABBREVIATION_RE = re.compile(
     r"\b(" + "|".join(re.escape(a) for a in sorted(ABBREVIATIONS, key=len, reverse=True))
-    + r")\.|\bvs\b"
-)
+    + r")\.|\bvs\b", re.IGNORECASE)
+_NEW_SENTENCE_RE = re.compile(r"\s+[A-Z]")
+_NVIDIA_ABBREVIATION_RE = re.compile(r"\b(" + "|".join(NVIDIA_ABBREVIATIONS) + r")\.")
+_WHITESPACE_RE = re.compile(r"\s+")
+# NVIDIA's text_to_sequence: (text before) {ARPAbet phones} (the rest).
+_CURLY_RE = re.compile(r"(.*?)\{(.+?)\}(.*)", re.DOTALL)
 # Letters that Unicode decomposition leaves alone, so accent stripping would lose them.
 _LIGATURES = str.maketrans({"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d",
                             "ð": "d", "þ": "th", "ı": "i"})
@@ -234,12 +263,21 @@ def _to_ascii(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
+def _say_abbreviation(match: re.Match[str]) -> str:
+    abbreviation = (match[1] or "vs").lower()
+    rest = match.string[match.end():]
+    # The period of an abbreviation that ends the sentence is also its full stop.
+    ends_sentence = not rest.strip() or (abbreviation == "etc" and _NEW_SENTENCE_RE.match(rest))
+    said = ABBREVIATIONS[abbreviation]
+    return f"{said}." if match[1] and ends_sentence else said
+
+
 def normalize(text: str) -> str:
     """Rewrite English text into the symbol set: see the module docstring for the steps."""
     text = unicodedata.normalize("NFKC", text)
     text = _DASH_RE.sub(", ", text.translate(_TYPOGRAPHY))
+    text = _ABBREVIATION_RE.sub(_say_abbreviation, text)  # before lower case: "etc. The"
     text = text.lower()
-    text = _ABBREVIATION_RE.sub(lambda m: ABBREVIATIONS[m[1] or "vs"], text)
     text = expand_numbers(text)
     text = _to_ascii(text)
     text = _UNKNOWN_RE.sub(" ", text)
@@ -247,20 +285,55 @@ def normalize(text: str) -> str:
     return _SPACE_BEFORE_PUNCTUATION_RE.sub("", text)
 
 
-def text_to_sequence(text: str) -> list[int]:
-    """Symbol ids of ``normalize(text)``, ending with ``EOS_ID``; never contains ``PAD_ID``."""
-    normalized = normalize(text)
-    if not normalized:
+def english_cleaners(text: str) -> str:
+    """NVIDIA's ``english_cleaners``: see the module docstring for where it differs."""
+    text = _to_ascii(text).lower()
+    text = expand_numbers(text)
+    text = _NVIDIA_ABBREVIATION_RE.sub(lambda m: NVIDIA_ABBREVIATIONS[m[1]], text)
+    return _WHITESPACE_RE.sub(" ", text)
+
+
+def _nvidia_symbols(text: str) -> list[str]:
+    """Symbols of NVIDIA's front end, ARPAbet in curly braces included; unknown ones dropped."""
+    symbols: list[str] = []
+    while text:
+        match = _CURLY_RE.match(text)
+        if match is None:
+            symbols += english_cleaners(text)
+            break
+        symbols += english_cleaners(match[1])
+        symbols += [ARPABET_MARK + phone for phone in match[2].split()]
+        text = match[3]
+    return [s for s in symbols if s in NVIDIA.ids and s != PAD]
+
+
+def text_to_sequence(text: str, symbol_set: str) -> list[int]:
+    """Symbol ids of ``text`` in the table ``symbol_set`` (see :mod:`train.symbols`).
+
+    ``project``: ``normalize(text)`` followed by the end-of-sentence id; ``nvidia``: as
+    NVIDIA's ``text_to_sequence(text, ["english_cleaners"])``, without one. The ids never
+    contain the padding id; text with nothing left to say raises ``ValueError``.
+    """
+    table = SYMBOL_SETS[symbol_set]
+    symbols = _nvidia_symbols(text) if table is NVIDIA else list(normalize(text))
+    if not "".join(symbols).strip():
         raise ValueError(f"text {text!r} has nothing left to say after normalisation")
-    return [SYMBOL_TO_ID[symbol] for symbol in normalized] + [EOS_ID]
+    ids = [table.ids[symbol] for symbol in symbols]
+    return ids if table.eos_id is None else [*ids, table.eos_id]
 
 
-def sequence_to_text(ids: Iterable[int]) -> str:
-    """The symbols behind ``ids``, without padding and end-of-sentence marks (for debugging)."""
-    symbols = []
+def sequence_to_text(ids: Iterable[int], symbol_set: str) -> str:
+    """The symbols behind ``ids``, without padding and end-of-sentence marks (for debugging).
+
+    ARPAbet phones come back in curly braces, a run of them in one pair: ``{HH AH0}``.
+    """
+    table = SYMBOL_SETS[symbol_set]
+    pieces = []
     for i in ids:
-        if not 0 <= i < len(SYMBOLS):
-            raise ValueError(f"symbol id {i} is outside the table (0..{len(SYMBOLS) - 1})")
-        if i not in (PAD_ID, EOS_ID):
-            symbols.append(SYMBOLS[i])
-    return "".join(symbols)
+        if not 0 <= i < len(table.symbols):
+            raise ValueError(f"symbol id {i} is outside the table (0..{len(table.symbols) - 1})")
+        if i not in (PAD_ID, table.eos_id):
+            symbol = table.symbols[i]
+            is_phone = symbol.startswith(ARPABET_MARK) and len(symbol) > 1
+            pieces.append(f"{{{symbol[1:]}}}" if is_phone else symbol)
+    return "".join(pieces).replace("}{", " ")

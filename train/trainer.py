@@ -12,7 +12,9 @@ event lines of :mod:`train.events` (stdout) and a human log (stderr and
 
 Resuming (``resume=CKPT``) restores model, optimizer, scheduler, RNG states and
 the position, and continues with the epoch after the last completed one (an
-epoch interrupted half-way is trained again from its start).
+epoch interrupted half-way is trained again from its start). A warm start
+(``warm_start=CKPT``, :mod:`train.warm_start`) takes only a model's weights; a
+resume wins over it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from train.hparams import HParams
 from train.loss import Tacotron2Loss
 from train.model import Tacotron2
 from train.schedules import LearningRateScheduler
+from train.warm_start import warm_start_model
 
 log = logging.getLogger("train")
 
@@ -71,7 +75,8 @@ def seed_everything(seed: int) -> None:
 
 class Trainer:
     def __init__(self, hp: HParams, data: Path, run_dir: Path, cache_dir: Path | None = None,
-                 resume: Path | None = None):
+                 resume: Path | None = None, warm_start: Path | None = None,
+                 ignore_layers: Sequence[str] = ()):
         self.hp = hp
         self.run_dir = run_dir
         self.resume = resume
@@ -86,10 +91,13 @@ class Trainer:
             raise DataError(f"{data}: no utterance left for validation; raise val_fraction "
                             f"(now {hp.val_fraction}) or add utterances")
         self.model = Tacotron2(hp).to(self.device)
+        if warm_start and resume:
+            log.info("resuming from %s: the warm start from %s is not applied", resume, warm_start)
+        elif warm_start:
+            warm_start_model(self.model, warm_start, ignore_layers)
         self.criterion = Tacotron2Loss(hp.gate_pos_weight)
-        # eps as in NVIDIA's reference: Adam's default 1e-8 is unstable for Tacotron2.
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.learning_rate,
-                                          weight_decay=hp.weight_decay, eps=1e-6)
+                                          weight_decay=hp.weight_decay, eps=hp.adam_eps)
         self.total_steps = hp.epochs * len(self.train_loader)
         self.scheduler = LearningRateScheduler(self.optimizer, hp, self.total_steps)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)

@@ -165,6 +165,17 @@ class TrainerConfig(_Section):
     hparams: Annotated[dict[str, Any], BeforeValidator(_null_as_empty)] = Field(
         default_factory=dict)  # fixed for every trial
     grace_period_s: float = Field(30.0, gt=0)  # between SIGTERM and SIGKILL
+    # Every trial starts from this checkpoint's model weights (python -m train --warm-start),
+    # this project's or NVIDIA's; ignore_layers keep their fresh initialisation.
+    warm_start: AbsolutePath | None = None
+    ignore_layers: list[str] = Field(default_factory=list)
+
+    @field_validator("ignore_layers")
+    @classmethod
+    def _ignore_needs_warm_start(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        if names and info.data.get("warm_start") is None:
+            raise ValueError("needs trainer.warm_start")
+        return names
 
     @field_validator("python", mode="before")
     @classmethod

@@ -251,6 +251,11 @@ class TrialRunner:
                    "--hparams", json.dumps(hparams)]
         if resume is not None:
             command += ["--resume", str(resume)]
+        trainer = self.config.trainer
+        if trainer.warm_start is not None:  # the trainer skips it when resuming
+            command += ["--warm-start", str(trainer.warm_start)]
+            if trainer.ignore_layers:
+                command += ["--ignore-layers", ",".join(trainer.ignore_layers)]
         env = {**os.environ,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
                                                            os.environ.get("PYTHONPATH")]))}
