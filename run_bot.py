@@ -1,56 +1,11 @@
-"""Run the Smart Tuner Telegram bot.
+"""Run the Smart Tuner Telegram bot from a checkout: ``python run_bot.py --help``.
 
-    python run_bot.py [--config config/smart_tuner.yaml] [--api-server URL]
-
-The token comes from TELEGRAM_BOT_TOKEN, the users allowed to command the bot from
-TELEGRAM_ALLOWED_USERS (comma-separated user IDs) and, optionally, the chat that gets
-the notifications from TELEGRAM_CHAT_ID. Stop it with Ctrl-C or SIGTERM: running
-studies go on in their worker processes, and a restarted bot picks up where it left off.
+The same as ``python -m bot`` or the installed ``smart-tuner-bot``; see bot/__main__.py.
 """
 
-from __future__ import annotations
-
-import argparse
-import asyncio
-import logging
-import os
 import sys
-from pathlib import Path
 
-from bot.app import SettingsError, check_settings, redact_token_in_logs, run
-from tuner_core import SmartTuner
-from tuner_core.config import ConfigError
-from tuner_core.logs import setup_logging
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=Path(
-        os.environ.get("SMART_TUNER_CONFIG", "config/smart_tuner.yaml")))
-    parser.add_argument("--api-server", metavar="URL",
-                        help="base URL of another Bot API server (a local one, a test fake)")
-    parser.add_argument("--verbose", action="store_true")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        tuner = SmartTuner(args.config)
-        token = check_settings(tuner.config)
-    except (ConfigError, SettingsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    setup_logging(tuner.config.state_dir, name="bot", verbose=args.verbose)
-    redact_token_in_logs(token)
-    try:
-        asyncio.run(run(tuner, token, args.api_server))
-    except Exception:  # logged through the redacting handlers, never printed raw
-        logging.getLogger("bot").exception("the bot stopped on an error")
-        return 1
-    return 0
-
+from bot.__main__ import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -71,6 +71,7 @@ def latencies(config: Config, ops: int) -> dict[str, list[float]]:
     """Seconds per call of the storage operations a trial's life makes."""
     study = create_study(config, "latency", ops)
     storage = open_storage(config)
+    study_id = storage.get_study_id_from_name(study.study_name)
     timings: dict[str, list[float]] = {}
 
     def timed(name: str, operation: Callable[..., Any], *args: Any) -> Any:
@@ -85,7 +86,8 @@ def latencies(config: Config, ops: int) -> dict[str, list[float]]:
         timed("suggest a parameter", trial.suggest_float, "learning_rate", 1e-4, 1e-2)
         timed("report an epoch's value", trial.report, value, step)
         timed("set a user attribute", trial.set_user_attr, "last_metrics", {"epoch": 1})
-        timed("heartbeat", storage.record_heartbeat, trial._trial_id)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        timed("heartbeat", storage.record_heartbeat, trial_id)
         timed("tell (finish the trial)", study.tell, trial, value)
         timed("read the study's trials", study.get_trials, False)
     return timings

@@ -182,6 +182,66 @@ def test_every_problem_is_listed_at_once(tmp_path):
     ]
 
 
+def test_an_unknown_key_or_a_bad_block_hides_no_other_problem(tmp_path):
+    # Checks across fields (search space against the trainer, direction against the
+    # metric, heartbeat grace against its interval) run although other fields are invalid.
+    found = problems(tmp_path, {
+        "dataset_path": "d",
+        "trainer": {"hparams": {"epochs": 0}},
+        "hyperparameter_search_space": {
+            "p_decoder_dropout": {"type": "float", "min": 0.0, "max": 1.5}},
+        "optimization": {"n_trails": 3, "objective_metric": "alignment_score",
+                         "heartbeat_interval_s": 10, "heartbeat_grace_s": 5},
+    })
+    assert found == [
+        "trainer.hparams: epochs=0: must be >= 1",
+        "hyperparameter_search_space.p_decoder_dropout.max: p_decoder_dropout=1.5: "
+        "must be <= 0.99",
+        "optimization.n_trails: unknown key; did you mean n_trials?",
+        "optimization.direction: alignment_score is better when higher; use maximize",
+        "optimization.heartbeat_grace_s: 5 must be longer than heartbeat_interval_s (10), or "
+        "a live trial is taken for a dead one; twice the interval or more is safe",
+    ]
+
+
+# --- overrides (--set) ------------------------------------------------------------------
+
+def test_overrides_replace_settings_with_typed_values(tmp_path):
+    path = write(tmp_path, {"dataset_path": "d", "optimization": {"n_trials": 4}})
+    config = load_config(path, environ={}, overrides=[
+        "optimization.n_trials=10", "optimization.pruner.type=none", "optimization.seed=null",
+        "telegram.allowed_users=[1, 2]", "trainer.hparams.learning_rate=1e-3",
+        "experiment_name=a=b"])
+    assert config.optimization.n_trials == 10
+    assert config.optimization.pruner.type == "none" and config.optimization.seed is None
+    assert config.telegram.allowed_users == [1, 2]
+    assert config.fixed_hparams == {"learning_rate": 0.001}
+    assert config.experiment_name == "a=b"  # split at the first "="
+
+
+def test_overrides_are_validated_like_the_file(tmp_path):
+    path = write(tmp_path, {"dataset_path": "d"})
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={}, overrides=["optimization.n_trails=3",
+                                                 "optimization.n_trials=0"])
+    assert error.value.problems == ["optimization.n_trails: unknown key; did you mean n_trials?",
+                                    "optimization.n_trials: must be >= 1, got 0"]
+
+
+def test_malformed_overrides_are_named(tmp_path):
+    path = write(tmp_path, {"dataset_path": "d"})
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={}, overrides=["n_trials", "dataset_path.x=1",
+                                                 "optimization.seed=[1", ".x=1"])
+    assert error.value.problems == [
+        "--set n_trials: expected KEY.PATH=VALUE, e.g. optimization.n_trials=10",
+        "dataset_path.x: --set cannot set it, dataset_path is not a block of settings",
+        "optimization.seed: --set value '[1' is not valid YAML: expected ',' or ']', but got "
+        "'<stream end>'",
+        "--set .x=1: expected KEY.PATH=VALUE, e.g. optimization.n_trials=10",
+    ]
+
+
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
     found = problems(tmp_path, "dataset_path: d\noptimization:\n  n_trials: [1, 2\n")
     assert len(found) == 1 and found[0].startswith("line 4, column 1: invalid YAML")

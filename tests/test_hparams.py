@@ -54,3 +54,25 @@ def test_bad_overrides_name_the_key(overrides, message):
     with pytest.raises(HParamsError) as info:
         HParams.from_overrides(overrides)
     assert message in str(info.value)
+
+
+def test_list_hparams_shows_every_field_with_its_default_and_valid_values(capsys):
+    from train.__main__ import main
+
+    assert main(["--list-hparams"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert {line.split(":")[0] for line in lines if not line.startswith(" ")} \
+        == set(HParams.keys())
+    assert "learning_rate: float = 0.001 (>= 0.0)" in lines
+    assert "val_fraction: float = 0.05 (0.0 to 0.5)" in lines
+    assert "lr_schedule: str = \"constant\" (constant | linear | exponential | cosine | noam)" \
+        in lines
+    assert lines[lines.index("amp: bool = false") + 1].startswith("    mixed precision")
+
+
+def test_data_and_out_are_required_to_train(capsys):
+    from train.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--data", "corpus"])
+    assert "--data and --out are required" in capsys.readouterr().err

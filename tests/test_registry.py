@@ -55,7 +55,7 @@ def test_retention_keeps_the_top_k_and_every_registered_trial(tracked_study):
     assert (run_dir(tracked_study, 0) / "best.pt").is_file()
     for number in (1, 3):
         assert not list(run_dir(tracked_study, number).glob("*.pt"))
-        assert (run_dir(tracked_study, number) / "trainer.log").is_file()
+        assert (run_dir(tracked_study, number) / "train.log").is_file()
 
 
 def test_promotion_moves_the_champion_alias_and_keeps_the_previous(tracked_study):

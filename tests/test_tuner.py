@@ -123,7 +123,7 @@ def test_overfitting_adapts_and_restarts_from_the_best_checkpoint(corpus, mel_ca
     assert adaptation["changes"]["learning_rate"] == [5e-3, 2.5e-3]
     assert adaptation["changes"]["p_decoder_dropout"] == [0.0, 0.1]
     assert adaptation["changes"]["p_attention_dropout"] == [0.0, 0.1]
-    log = (Path(attrs(trial)["run_dir"]) / "trainer.log").read_text()
+    log = (Path(attrs(trial)["run_dir"]) / "train.log").read_text()
     assert f"resumed from {Path(attrs(trial)['run_dir']) / 'best.pt'}" in log
     # After its one adaptation the trial trains out, or overfits again and is stopped.
     assert trial.state is TrialState.COMPLETE
@@ -192,7 +192,7 @@ def test_a_killed_workers_trial_is_retried_and_resumed_by_another(corpus, mel_ca
     run_dir = Path(killed.user_attrs["run_dir"])
     # The orphaned trainer got SIGTERM from the kernel, saved and left.
     deadline = time.time() + 30
-    while "stopped: signal SIGTERM" not in (run_dir / "trainer.log").read_text():
+    while "stopped: signal SIGTERM" not in (run_dir / "train.log").read_text():
         assert time.time() < deadline
         time.sleep(0.5)
     time.sleep(5)  # let the heartbeat go stale
@@ -202,7 +202,7 @@ def test_a_killed_workers_trial_is_retried_and_resumed_by_another(corpus, mel_ca
     killed, retry = study.trials
     assert killed.state is TrialState.FAIL and retry.state is TrialState.COMPLETE
     assert retry.system_attrs["failed_trial"] == 0 and retry.params == killed.params
-    log = (Path(retry.user_attrs["run_dir"]) / "trainer.log").read_text()
+    log = (Path(retry.user_attrs["run_dir"]) / "train.log").read_text()
     assert f"resumed from {run_dir / 'last.pt'}" in log
     # Resumed, not restarted: the retry trained only the epochs the first one had not.
     assert 0 < len(retry.intermediate_values) <= 4

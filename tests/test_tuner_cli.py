@@ -1,14 +1,19 @@
 """The headless CLI (python -m tuner_core) and the study plumbing it rests on."""
 
+import argparse
+import ast
+import io
 import subprocess
 import sys
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from tests.conftest import TEST_HPARAMS
 from tests.test_tuner import ROOT, write_config
-from tuner_core.__main__ import main
+from tuner_core import SmartTuner
+from tuner_core.__main__ import COMMANDS, build_parser, main
 from tuner_core.config import load_config
 from tuner_core.sampling import TrialSeeded, make_sampler
 from tuner_core.study import create_study, load_study, make_pruner
@@ -24,6 +29,10 @@ def test_tune_runs_a_study_and_the_other_commands_read_it(corpus, mel_cache, tmp
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "=== Study cli ===" in proc.stdout and "learning_rate" in proc.stdout
     assert (tmp_path / "state" / "logs" / "smart_tuner.log").stat().st_size > 0
+    # One trainer log in the run folder, each line once (stderr, not a second handler).
+    run_dir = tmp_path / "state" / "runs" / "cli" / "trial_0000"
+    assert [path.name for path in run_dir.glob("*.log")] == ["train.log"]
+    assert (run_dir / "train.log").read_text().count(" epoch 2 step ") == 1
 
     assert main(["status", "--config", str(path)]) == 0
     out = capsys.readouterr().out
@@ -122,3 +131,114 @@ def test_threads_opening_a_new_storage_at_once_share_one(tmp_path, corpus, mel_c
         storages = list(pool.map(lambda _: open_storage(config), range(4)))
     assert all(storage is storages[0] for storage in storages)
     assert optuna.get_all_study_summaries(storages[0]) == []
+
+
+# --- help, overrides, delete ------------------------------------------------------------
+
+def test_every_command_and_option_is_described_in_plain_text(capsys):
+    subcommands = next(action for action in build_parser()._actions
+                       if isinstance(action, argparse._SubParsersAction))
+    assert list(subcommands.choices) == list(COMMANDS)
+    for name, parser in subcommands.choices.items():
+        assert parser.description, name
+        for action in parser._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest}"
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+        assert "``" not in text and ":data:" not in text and ":class:" not in text, name
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "``" not in text and "delete    Delete a study" in text
+
+
+def test_set_overrides_the_config_file(tmp_path, corpus, mel_cache, capsys):
+    path = write_config(tmp_path, corpus, mel_cache, optimization={"n_trials": 0})
+    assert main(["studies", "--config", str(path)]) == 2
+    assert "optimization.n_trials: must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["studies", "--config", str(path), "--set", "optimization.n_trials=3"]) == 0
+    assert main(["studies", "--config", str(path), "--set", "optimization.n_trails=3",
+                 "--set", "optimization.n_trials=3"]) == 2
+    assert "optimization.n_trails: unknown key" in capsys.readouterr().err
+
+
+def test_a_worker_started_for_a_study_gets_the_overrides(tmp_path, corpus, mel_cache):
+    # The override makes every trainer fail at once; without it the trial would train.
+    tuner = SmartTuner(write_config(tmp_path, corpus, mel_cache),
+                       overrides=["trainer.python=/bin/false"])
+    name, worker = tuner.start_study(n_trials=1, study_name="overridden")
+    worker.wait(timeout=300)
+    (trial,) = load_study(tuner.config, name).trials
+    assert trial.state is TrialState.FAIL and trial.user_attrs["exit_code"] == 1
+
+
+# Trials made with ask/tell, not optimize: Optuna warns that they beat no heartbeat.
+ASKED_TRIALS = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+
+
+def _study_with_runs_and_checkpoints(config, name: str) -> list[str]:
+    """A finished study of one trial, with MLflow runs and a checkpoint; its run ids."""
+    from tuner_core.tracking import STUDY_TAG, ensure_experiment, mlflow_client
+
+    study = create_study(config, name, 1)
+    study.tell(study.ask(), 1.0)
+    client = mlflow_client(config)
+    experiment = ensure_experiment(client, config)
+    folder = config.checkpoint_dir / name / "trial_0000"
+    folder.mkdir(parents=True)
+    (folder / "best.pt").write_bytes(b"weights")
+    return [client.create_run(experiment, tags={STUDY_TAG: name}).info.run_id
+            for _ in range(2)]
+
+
+@ASKED_TRIALS
+def test_delete_removes_a_study_its_mlflow_runs_and_checkpoints(tmp_path, corpus, mel_cache,
+                                                                 capsys, monkeypatch):
+    from tuner_core.tracking import mlflow_client
+
+    path = write_config(tmp_path, corpus, mel_cache, mlflow={"enabled": True})
+    config = load_config(path)
+    gone = _study_with_runs_and_checkpoints(config, "gone")
+    kept = _study_with_runs_and_checkpoints(config, "kept")
+    delete = ["delete", "--config", str(path), "--study", "gone"]
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
+    assert main(delete) == 1
+    out = capsys.readouterr().out
+    assert "study gone: 1 trials, 2 MLflow runs, checkpoints folder" in out
+    assert "nothing deleted" in out and (config.checkpoint_dir / "gone").is_dir()
+
+    assert main([*delete, "--yes"]) == 0
+    assert "deleted study gone" in capsys.readouterr().out
+    assert optuna.get_all_study_names(config.storage_url) == ["kept"]
+    client = mlflow_client(config)
+    assert {client.get_run(run).info.lifecycle_stage for run in gone} == {"deleted"}
+    assert {client.get_run(run).info.lifecycle_stage for run in kept} == {"active"}
+    assert not (config.checkpoint_dir / "gone").exists()
+    assert (config.checkpoint_dir / "kept" / "trial_0000" / "best.pt").is_file()
+
+    assert main([*delete, "--yes"]) == 2
+    assert "no study named 'gone'" in capsys.readouterr().err
+
+
+@ASKED_TRIALS
+def test_delete_refuses_a_study_with_a_running_trial(tmp_path, corpus, mel_cache, capsys):
+    path = write_config(tmp_path, corpus, mel_cache)
+    config = load_config(path)
+    create_study(config, "busy", 2).ask()  # a trial that runs, its worker alive
+    assert main(["delete", "--config", str(path), "--study", "busy", "--yes"]) == 2
+    assert "study busy has 1 running trial(s); stop it first" in capsys.readouterr().err
+    assert optuna.get_all_study_names(config.storage_url) == ["busy"]
+
+
+def test_only_optunas_public_api_is_used():
+    """No reaching into a study's or trial's private attributes (they change between
+    Optuna releases); the storage's own methods are public."""
+    private = {"_storage", "_study_id", "_trial_id"}
+    for folder in ("tuner_core", "bot", "train", "bench", "tests"):
+        for source in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text(), str(source))):
+                if (isinstance(node, ast.Attribute) and node.attr in private
+                        and not (isinstance(node.value, ast.Name) and node.value.id == "self")):
+                    pytest.fail(f"{source.relative_to(ROOT)}:{node.lineno}: .{node.attr}")

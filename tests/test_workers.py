@@ -92,7 +92,8 @@ def test_a_worker_takes_its_trial_only_under_the_budget_lock(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
             )).scalar())
 
-    with (BudgetLock(config.storage_url, engine, study._study_id) as lock,
+    study_id = open_storage(config).get_study_id_from_name(study.study_name)
+    with (BudgetLock(config.storage_url, engine, study_id) as lock,
           workers(path, "locked", 1) as (worker,)):
         wait_until(worker_waits_for_the_lock, what="the worker to wait for the lock")
         assert study.get_trials() == []  # it counts and creates nothing while it waits
@@ -125,7 +126,7 @@ def test_a_killed_workers_trial_is_resumed_by_the_surviving_worker(
     assert study.get_trials()[killed.number].state is TrialState.FAIL
     assert retry.state is TrialState.COMPLETE and retry.params == killed.params
     assert retry.user_attrs["worker"].endswith(f":{survivor.pid}")
-    log = (Path(retry.user_attrs["run_dir"]) / "trainer.log").read_text()
+    log = (Path(retry.user_attrs["run_dir"]) / "train.log").read_text()
     assert f"resumed from {Path(killed.user_attrs['run_dir']) / 'last.pt'}" in log
     assert retry.user_attrs["epochs_trained"] == 6
     assert 0 < len(retry.intermediate_values) <= 4  # resumed, not retrained from scratch

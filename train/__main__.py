@@ -1,35 +1,42 @@
-"""``python -m train``: train Tacotron2 on an LJSpeech-format corpus or a filelist.
+"""Train Tacotron2 on an LJSpeech-format corpus or a filelist.
 
     python -m train --data DATA --out RUN_DIR [--profile tiny] [--hparams k=v,...]
     python -m train --data DATA --out RUN_DIR --resume RUN_DIR/last.pt [--hparams k=v,...]
     python -m train --data DATA --out RUN_DIR --warm-start PRETRAINED.pt [--ignore-layers ...]
+    python -m train --list-hparams
 
 Event lines (JSON, see train/events.py) go to stdout; the log to stderr and
-RUN_DIR/train.log. On --resume the checkpoint's hyperparameters are the base and
---hparams changes them (optimiser settings only make sense there).
+RUN_DIR/train.log (a caller that keeps stderr itself passes --no-log-file). On --resume
+the checkpoint's hyperparameters are the base and --hparams changes them (optimiser
+settings only make sense there).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
 
+from train.arguments import program_name
 from train.audio import AudioError
 from train.checkpoint import CheckpointError, load_resumable
 from train.data import DataError
+from train.events import LOG_FILE
 from train.hparams import PROFILES, HParams, HParamsError
 from train.trainer import Trainer
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program_name("train"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True,
+    parser.add_argument("--data", type=Path,
                         help="LJSpeech folder (metadata.csv + wavs/) or a path|text filelist")
-    parser.add_argument("--out", type=Path, required=True, help="run folder")
-    parser.add_argument("--hparams", default="", help="overrides, k=v,k=v")
+    parser.add_argument("--out", type=Path, help="run folder")
+    parser.add_argument("--hparams", default="",
+                        help="overrides, k=v,k=v or a JSON object (see --list-hparams)")
     profile = parser.add_mutually_exclusive_group()
     profile.add_argument("--profile", choices=sorted(PROFILES), help="a named set of sizes")
     profile.add_argument("--resume", type=Path, help="checkpoint to continue from")
@@ -45,18 +52,55 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "initialisation, comma-separated, in this project's names "
                              "(NVIDIA's are accepted too), e.g. embedding.weight")
     parser.add_argument("--verbose", action="store_true", help="log every step")
+    parser.add_argument("--no-log-file", action="store_true",
+                        help=f"log to stderr only, not to RUN_DIR/{LOG_FILE} too")
+    parser.add_argument("--list-hparams", action="store_true",
+                        help="list every hyperparameter with its default, valid values and "
+                             "meaning, then exit")
     args = parser.parse_args(argv)
+    if not args.list_hparams and (args.data is None or args.out is None):
+        parser.error("--data and --out are required")
     args.ignore_layers = [name.strip() for name in args.ignore_layers.split(",") if name.strip()]
     if args.ignore_layers and not args.warm_start:
         parser.error("--ignore-layers needs --warm-start")
     return args
 
 
-def setup_logging(run_dir: Path, verbose: bool) -> None:
+def hparams_table() -> list[dict[str, str]]:
+    """Every hyperparameter: name, type, default, valid values and help, from its field."""
+    from train.schedules import SCHEDULES  # the schedule registry owns its names
+
+    rows = []
+    for spec in dataclasses.fields(HParams):
+        lo, hi = spec.metadata["lo"], spec.metadata["hi"]
+        choices = tuple(SCHEDULES) if spec.name == "lr_schedule" else spec.metadata["choices"]
+        if choices:
+            valid = " | ".join(choices)
+        elif lo is not None:
+            valid = f">= {lo}" if hi is None else f"{lo} to {hi}"
+        else:
+            valid = ""
+        rows.append({"name": spec.name, "type": getattr(spec.type, "__name__", str(spec.type)),
+                     "default": json.dumps(spec.default), "valid": valid,
+                     "help": spec.metadata["doc"]})
+    return rows
+
+
+def print_hparams() -> None:
+    """``name: type = default (valid values)``, and its help indented below."""
+    for row in hparams_table():
+        valid = f" ({row['valid']})" if row["valid"] else ""
+        print(f"{row['name']}: {row['type']} = {row['default']}{valid}")
+        if row["help"]:
+            print(f"    {row['help']}")
+
+
+def setup_logging(run_dir: Path, verbose: bool, log_file: bool = True) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr),
-                                       logging.FileHandler(run_dir / "train.log")]
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(run_dir / LOG_FILE))
     for handler in handlers:
         handler.setFormatter(formatter)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers,
@@ -73,12 +117,15 @@ def build_hparams(args: argparse.Namespace) -> HParams:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.list_hparams:
+        print_hparams()
+        return 0
     try:
         hp = build_hparams(args)
     except (HParamsError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(args.out, args.verbose)
+    setup_logging(args.out, args.verbose, log_file=not args.no_log_file)
     try:
         return Trainer(hp, args.data, args.out, cache_dir=args.cache_dir,
                        resume=args.resume, warm_start=args.warm_start,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -14,3 +16,9 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def program_name(package: str) -> str | None:
+    """The name ``--help`` shows: ``python -m PACKAGE`` when run so, else None (argparse
+    then shows the script's own name, e.g. an installed ``smart-tuner``)."""
+    return f"python -m {package}" if Path(sys.argv[0]).name == "__main__.py" else None

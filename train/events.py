@@ -42,6 +42,7 @@ import time
 from typing import Any, TextIO
 
 EXIT_DIVERGED = 3
+LOG_FILE = "train.log"  # in the run folder: everything the trainer says on stderr
 
 EVENT_KINDS = ("start", "validation", "checkpoint", "artifact", "end")
 

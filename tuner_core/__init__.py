@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +52,11 @@ class SmartTuner:
     """One config, many studies. Every method reads or writes the shared storage."""
 
     def __init__(self, config_path: str | Path = "config/smart_tuner.yaml",
-                 environ: Mapping[str, str] | None = None):
+                 environ: Mapping[str, str] | None = None, overrides: Sequence[str] = ()):
+        """``overrides``: ``key.path=value`` settings over the file's (see load_config)."""
         self.config_path = Path(config_path).resolve()
-        self.config: Config = load_config(self.config_path, environ)
+        self.overrides = list(overrides)
+        self.config: Config = load_config(self.config_path, environ, self.overrides)
 
     def run_optimization(self, n_trials: int | None = None, study_name: str | None = None,
                          listener: TrialListener | None = None) -> dict[str, Any]:
@@ -81,6 +83,7 @@ class SmartTuner:
         with open(log_file, "ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "tuner_core", "worker", "--config", str(self.config_path),
+                 *(f"--set={override}" for override in self.overrides),
                  "--study", study.study_name, "--quiet"],
                 cwd=PROJECT_ROOT, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
                 start_new_session=True, env=os.environ.copy())

@@ -1,28 +1,17 @@
-"""``python -m tuner_core``: the headless command line of Smart Tuner.
+"""Smart Tuner's command line (python -m tuner_core, or smart-tuner once installed):
+studies of Tacotron2 trainings, their trials, and the registered models.
 
-    tune     --trials N [--study NAME]   create (or resume) a study and run it here
-    worker   --study NAME                join a study from any machine that reaches its storage
-    status   [--study NAME]              trials by state, best value, running trials
-    best     [--study NAME]              the best trial's value and parameters
-    trials   [--study NAME] [--limit N]  the trials with state, value and stop reason
-    stop     [--study NAME]              ask the study's workers to stop gracefully
-    studies                              every study in the storage
-    check                                config, dataset, storage, torch/CUDA, bot token
-    report   [--study NAME] [--out DIR]  figures and report.md (default STATE_DIR/reports/STUDY)
-    models                               the registered model versions, newest first
-    promote  VERSION                     make a version (number or alias) the champion
-    export   VERSION|ALIAS --out DIR     checkpoint, hparams, config, model card, audio sample
-
-Every command takes ``--config`` (default ``$SMART_TUNER_CONFIG`` or
-``config/smart_tuner.yaml``); ``--study`` defaults to the latest study.
+Every command takes --config (default: $SMART_TUNER_CONFIG, else config/smart_tuner.yaml)
+and --set KEY.PATH=VALUE to override a setting of it; --study defaults to the latest study.
+Each command's --help describes it.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,13 +20,18 @@ from typing import Any
 import optuna
 from tqdm import tqdm
 
-from train.arguments import positive_int
+from train.arguments import positive_int, program_name
 from tuner_core import SmartTuner
-from tuner_core.config import ConfigError
+from tuner_core.config import CONFIG_HELP, ConfigError, default_config_path
 from tuner_core.logs import setup_logging
 from tuner_core.runner import TrialListener
 from tuner_core.search_space import describe
-from tuner_core.study import StudyNotFound, create_study, load_study, run_worker
+from tuner_core.study import (
+    StudyNotFound,
+    create_study,
+    load_study,
+    run_worker,
+)
 from tuner_core.summary import result_summary
 
 log = logging.getLogger("tuner_core")
@@ -106,6 +100,12 @@ def print_result(result: dict[str, Any]) -> None:
 # --- commands ---------------------------------------------------------------------------
 
 def cmd_tune(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    """Create a study (or resume one) and run its trials here.
+
+    Prints the search space, shows the progress of the trials and of the running
+    trial's epochs, and ends with the best parameters. Other machines that reach the
+    same storage can join the study with "worker --study NAME".
+    """
     config = tuner.config
     study = create_study(config, args.study, args.trials)
     print(f"study {study.study_name} on {config.storage_shown}")
@@ -115,6 +115,11 @@ def cmd_tune(tuner: SmartTuner, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    """Join a study from any machine that reaches its storage.
+
+    Together, the study's workers run exactly its trial budget; a worker whose trials
+    are done stays until the others' trials end, to retry any whose worker dies.
+    """
     return _work(tuner, load_study(tuner.config, args.study), args)
 
 
@@ -135,6 +140,7 @@ def _work(tuner: SmartTuner, study: optuna.Study, args: argparse.Namespace) -> i
 
 
 def cmd_status(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    """Show a study's trials by state, its best value, the running trials and the time left."""
     status = tuner.status(args.study)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
@@ -154,6 +160,7 @@ def cmd_status(tuner: SmartTuner, args: argparse.Namespace) -> int:
 
 
 def cmd_best(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    """Show the best trial of a study: its value, parameters and checkpoint."""
     best = tuner.best(args.study)
     if args.json:
         print(json.dumps(best, indent=2, default=str))
@@ -168,6 +175,7 @@ def cmd_best(tuner: SmartTuner, args: argparse.Namespace) -> int:
 
 
 def cmd_trials(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    """List a study's trials: state, outcome, value, and why each ended."""
     rows = tuner.trials(args.study, args.limit)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
@@ -177,17 +185,27 @@ def cmd_trials(tuner: SmartTuner, args: argparse.Namespace) -> int:
 
 
 def cmd_stop(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    """Ask a study's workers to stop gracefully.
+
+    The request goes through the study storage, so it reaches the workers on every
+    machine; each saves its trial's checkpoint and leaves within seconds.
+    """
     name = tuner.request_stop(args.study, by="cli")
     print(f"stop requested for study {name}; its workers stop within seconds")
     return 0
 
 
 def cmd_studies(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    """List every study in the storage, with its budget and best value."""
     print_table(tuner.studies(), ["study_name", "n_trials", "budget", "best_value", "finished"])
     return 0
 
 
 def cmd_check(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    """Check the setup: config, dataset, storage, MLflow, torch and CUDA, bot token.
+
+    Exits 1 when a check fails.
+    """
     from tuner_core.check import run_checks
 
     ok = True
@@ -198,6 +216,11 @@ def cmd_check(tuner: SmartTuner, args: argparse.Namespace) -> int:
 
 
 def cmd_report(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    """Write a study's report: figures and report.md.
+
+    Learning curves, the optimisation history, hyperparameter importances, the best
+    trial's alignment, and a summary of outcomes and stop reasons.
+    """
     from tuner_core.report import write_report  # matplotlib only loads for this command
 
     study = tuner.study(args.study)
@@ -208,6 +231,7 @@ def cmd_report(tuner: SmartTuner, args: argparse.Namespace) -> int:
 
 
 def cmd_models(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    """List the registered model versions, newest first, with their aliases."""
     rows = tuner.models()
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
@@ -222,6 +246,11 @@ def cmd_models(tuner: SmartTuner, args: argparse.Namespace) -> int:
 
 
 def cmd_promote(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    """Make a model version the champion.
+
+    The champion alias moves to the version; the former champion becomes "previous",
+    so "promote previous" rolls back.
+    """
     from tuner_core.registry import RegistryError  # MLflow loads only for registry commands
 
     try:
@@ -229,8 +258,10 @@ def cmd_promote(tuner: SmartTuner, args: argparse.Namespace) -> int:
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if info["replaced"] is None:
+    if info["already"]:
         print(f"version {info['version']} is the champion already")
+    elif info["replaced"] is None:
+        print(f"version {info['version']} is the champion")
     else:
         print(f"version {info['version']} is the champion; version {info['replaced']} "
               f"is now 'previous'")
@@ -238,6 +269,11 @@ def cmd_promote(tuner: SmartTuner, args: argparse.Namespace) -> int:
 
 
 def cmd_export(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    """Export a model version to a self-contained folder.
+
+    The folder holds the checkpoint, hparams.json, the config used (secrets masked),
+    MODEL_CARD.md and an audio sample.
+    """
     from tuner_core.registry import RegistryError
 
     try:
@@ -249,46 +285,101 @@ def cmd_export(tuner: SmartTuner, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_delete(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    """Delete a study: its Optuna study, its MLflow runs and its checkpoints folder.
+
+    Asks first, unless --yes. A study with running trials is refused: stop it first.
+    Registered model versions are kept (their files are copies in MLflow's artifact
+    store). MLflow deletes runs softly; "mlflow gc" removes them for good.
+    """
+    from tuner_core.deletion import StudyBusy, delete_study, study_footprint
+
+    try:
+        footprint = study_footprint(tuner.config, args.study)
+    except StudyBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    folder = footprint.checkpoint_dir or "none"
+    print(f"study {footprint.study_name}: {footprint.n_trials} trials, "
+          f"{len(footprint.mlflow_run_ids)} MLflow runs, checkpoints folder {folder}")
+    if not args.yes and not _confirmed("Delete all of it?"):
+        print("nothing deleted")
+        return 1
+    delete_study(tuner.config, footprint)
+    print(f"deleted study {footprint.study_name}; registered model versions are kept")
+    return 0
+
+
+def _confirmed(question: str) -> bool:
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:  # no one to answer (stdin is not a terminal): no
+        print()
+        return False
+
+
 COMMANDS = {"tune": cmd_tune, "worker": cmd_worker, "status": cmd_status, "best": cmd_best,
             "trials": cmd_trials, "stop": cmd_stop, "studies": cmd_studies, "check": cmd_check,
             "report": cmd_report, "models": cmd_models, "promote": cmd_promote,
-            "export": cmd_export}
+            "export": cmd_export, "delete": cmd_delete}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tuner_core", description=__doc__,
+def _options(name: str, parser: argparse.ArgumentParser) -> None:
+    """The options of command ``name`` (the common ones come from the parent parser)."""
+    if name in ("tune", "worker"):
+        parser.add_argument("--quiet", action="store_true",
+                            help="no progress bars; log to the console instead")
+    if name == "tune":
+        parser.add_argument("--trials", type=positive_int, metavar="N",
+                            help="the study's trial budget, all workers together "
+                                 "(default: optimization.n_trials)")
+    if name in ("worker", "delete"):
+        parser.add_argument("--study", required=True, metavar="NAME", help="the study")
+    elif name not in ("studies", "check", "models", "promote", "export"):
+        parser.add_argument("--study", metavar="NAME",
+                            help="the study (default: a new name for tune, else the latest)")
+    if name in ("status", "best", "trials", "models"):
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+    if name == "trials":
+        parser.add_argument("--limit", type=positive_int, metavar="N",
+                            help="only the last N trials")
+    if name == "report":
+        parser.add_argument("--out", type=Path, metavar="DIR",
+                            help="the folder to write into (default: STATE_DIR/reports/STUDY)")
+    if name == "promote":
+        parser.add_argument("version", help="a version number or an alias (previous: roll back)")
+    if name == "export":
+        parser.add_argument("ref", metavar="VERSION",
+                            help="a version number or an alias (champion, previous)")
+        parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                            help="the folder to write")
+    if name == "delete":
+        parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=program_name("tuner_core"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, default=Path(
-        os.environ.get("SMART_TUNER_CONFIG", "config/smart_tuner.yaml")))
-    common.add_argument("--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
-        p = sub.add_parser(name, parents=[common])
-        if name in ("tune", "worker"):
-            p.add_argument("--quiet", action="store_true", help="no progress bars")
-        if name == "tune":
-            p.add_argument("--trials", type=positive_int, help="the study's trial budget")
-        if name not in ("studies", "check", "models", "promote", "export"):
-            p.add_argument("--study", required=name == "worker", help="study name")
-        if name in ("status", "best", "trials", "models"):
-            p.add_argument("--json", action="store_true", help="machine-readable output")
-        if name == "trials":
-            p.add_argument("--limit", type=positive_int, help="only the last N trials")
-        if name == "report":
-            p.add_argument("--out", type=Path, help="the folder to write the report into")
-        if name == "promote":
-            p.add_argument("version", help="a version number or an alias (previous: roll back)")
-        if name == "export":
-            p.add_argument("ref", help="a version number or an alias (champion, previous)")
-            p.add_argument("--out", type=Path, required=True, help="the folder to write")
-    return parser.parse_args(argv)
+    common.add_argument("--config", type=Path, default=default_config_path(), help=CONFIG_HELP)
+    common.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        dest="overrides",
+                        help="override a setting of the config, e.g. optimization.n_trials=10 "
+                             "(the value is read as YAML; repeatable)")
+    common.add_argument("--verbose", action="store_true", help="log debug messages too")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        doc = inspect.getdoc(command) or ""
+        p = sub.add_parser(name, parents=[common], help=doc.splitlines()[0], description=doc,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _options(name, p)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        tuner = SmartTuner(args.config)
+        tuner = SmartTuner(args.config, overrides=args.overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

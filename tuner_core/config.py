@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
 
@@ -49,6 +49,17 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from train.hparams import HParams, HParamsError, unknown_key_message
 from tuner_core.early_stop import CRITERIA, HIGHER_IS_BETTER, Criterion, Direction
 from tuner_core.search_space import SEARCH_RANGE_TYPES, Categorical, FloatRange, SearchRange
+
+# The config the command lines read when not told (--config).
+CONFIG_VARIABLE = "SMART_TUNER_CONFIG"
+DEFAULT_CONFIG = Path("config/smart_tuner.yaml")
+CONFIG_HELP = (f"the YAML config (default: ${CONFIG_VARIABLE}, else {DEFAULT_CONFIG}; "
+               "the demo's is config/demo.yaml)")
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get(CONFIG_VARIABLE) or DEFAULT_CONFIG)
+
 
 # Settings taken from the environment when the file leaves them out (or null or empty).
 ENVIRONMENT_DEFAULTS: dict[tuple[str, ...], str] = {
@@ -420,11 +431,14 @@ def _bounds(space: SearchRange) -> list[tuple[Loc, Any]]:
 
 # --- Loading ------------------------------------------------------------------------------
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None,
+                overrides: Sequence[str] = ()) -> Config:
     """Read, expand and validate the YAML config at ``path``.
 
     ``environ`` (default ``os.environ``) supplies ``${VAR}`` references and
-    :data:`ENVIRONMENT_DEFAULTS`. Raises :class:`ConfigError` listing every problem.
+    :data:`ENVIRONMENT_DEFAULTS`. ``overrides`` are ``key.path=value`` settings (a
+    command line's ``--set``) that replace the file's, the value read as YAML.
+    Raises :class:`ConfigError` listing every problem.
     """
     environ = os.environ if environ is None else environ
     try:
@@ -445,6 +459,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
 
     problems: list[str] = []
     data = _expand_references(data, environ, (), problems)
+    for override in overrides:
+        _apply_override(data, override, problems)
     if problems:
         raise ConfigError(path, problems)
     _apply_environment_defaults(data, environ)
@@ -491,18 +507,44 @@ def _apply_environment_defaults(data: dict[str, Any], environ: Mapping[str, str]
     """Fill settings missing from ``data`` from :data:`ENVIRONMENT_DEFAULTS`, in place."""
     for (*sections, key), variable in ENVIRONMENT_DEFAULTS.items():
         value = environ.get(variable)
-        if not value:
-            continue
-        block = data
-        for section in sections:
-            if block.get(section) is None:
-                block[section] = {}
-            block = block[section]
-            if not isinstance(block, dict):  # a malformed block; validation will say so
-                break
-        else:
-            if block.get(key) in (None, ""):
-                block[key] = value
+        block = _block(data, sections) if value else None
+        if block is not None and block.get(key) in (None, ""):
+            block[key] = value
+
+
+def _apply_override(data: dict[str, Any], override: str, problems: list[str]) -> None:
+    """Set ``key.path=value`` in ``data``, the value read as YAML; or add a problem."""
+    dotted, _, text = override.partition("=")
+    *sections, key = dotted.strip().split(".")
+    if "=" not in override or not all([*sections, key]):
+        problems.append(f"--set {override}: expected KEY.PATH=VALUE, e.g. "
+                        "optimization.n_trials=10")
+        return
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        problems.append(f"{dotted}: --set value {text!r} is not valid YAML: "
+                        f"{getattr(error, 'problem', None) or error}")
+        return
+    block = _block(data, sections)
+    if block is None:
+        problems.append(f"{dotted}: --set cannot set it, {'.'.join(sections)} is not a block "
+                        "of settings")
+        return
+    block[key] = value
+
+
+def _block(data: dict[str, Any], sections: Sequence[str]) -> dict[str, Any] | None:
+    """The block ``data[s1][s2]...``, created where missing or null; None where a
+    setting that is not a block is in the way (validation reports the malformed one)."""
+    block = data
+    for section in sections:
+        if block.get(section) is None:
+            block[section] = {}
+        block = block[section]
+        if not isinstance(block, dict):
+            return None
+    return block
 
 
 # --- Error messages -----------------------------------------------------------------------

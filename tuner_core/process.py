@@ -3,7 +3,8 @@
 The trainer's stdout carries one JSON event per line (see ``train/events.py``); a
 reader thread turns them into a queue so the tuner can wait for the next event
 with a timeout and meanwhile look at other things (a stop request). stderr goes
-to ``RUN_DIR/trainer.log``; its tail is what a crash report shows.
+to the trainer's log, ``RUN_DIR/train.log`` (the trainer, started with
+``--no-log-file``, does not write it too); its tail is what a crash report shows.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from train.events import parse
+from train.events import LOG_FILE, parse
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class TrainerProcess:
     def __init__(self, command: Sequence[str], run_dir: Path, cwd: Path | None = None,
                  env: dict[str, str] | None = None):
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = run_dir / "trainer.log"
+        self.log_path = run_dir / LOG_FILE
         # Appended across adaptation restarts; closed when the trainer's stdout ends.
         self._stderr = open(self.log_path, "ab")  # noqa: SIM115
         log.debug("starting %s", " ".join(command))

@@ -248,7 +248,8 @@ class TrialRunner:
         command = [self.config.trainer.python or sys.executable, "-m", "train",
                    "--data", str(self.config.dataset_path), "--out", str(run_dir),
                    "--cache-dir", str(self.config.state_dir / "mel_cache"),
-                   "--hparams", json.dumps(hparams)]
+                   "--hparams", json.dumps(hparams),
+                   "--no-log-file"]  # its stderr is the run's log (TrainerProcess)
         if resume is not None:
             command += ["--resume", str(resume)]
         trainer = self.config.trainer
@@ -256,7 +257,9 @@ class TrialRunner:
             command += ["--warm-start", str(trainer.warm_start)]
             if trainer.ignore_layers:
                 command += ["--ignore-layers", ",".join(trainer.ignore_layers)]
-        env = {**os.environ,
+        # The trainer needs no bot token: one fewer process that could leak it.
+        env = {**{key: value for key, value in os.environ.items()
+                  if key != "TELEGRAM_BOT_TOKEN"},
                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
                                                            os.environ.get("PYTHONPATH")]))}
         return TrainerProcess(command, run_dir, cwd=PROJECT_ROOT, env=env)

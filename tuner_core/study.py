@@ -132,7 +132,7 @@ def create_study(config: Config, name: str | None = None,
         study.set_user_attr(BUDGET_ATTR, n_trials or config.optimization.n_trials)
     if FINISHED_ATTR in attrs:  # resuming a finished or stopped study reopens it
         for key in (FINISHED_ATTR, "end_reason", STOP_ATTR):
-            study._storage.set_study_user_attr(study._study_id, key, None)
+            study.set_user_attr(key, None)
     return study
 
 
@@ -155,8 +155,7 @@ def request_stop(study: optuna.Study, by: str) -> None:
 
 def stop_requested(study: optuna.Study) -> bool:
     """Read afresh from the storage, so a request from another process is seen."""
-    attrs = study._storage.get_study_user_attrs(study._study_id)
-    return bool(attrs.get(STOP_ATTR))
+    return bool(study.user_attrs.get(STOP_ATTR))
 
 
 def trials_left(study: optuna.Study) -> int:
@@ -183,7 +182,9 @@ def run_worker(config: Config, study: optuna.Study, listener: TrialListener | No
                              RegistryListener(config), listener)
     runner = TrialRunner(config, study.study_name, stop_requested=lambda: stop_requested(study),
                          listener=listener, poll_s=poll_s)
-    budget_lock = BudgetLock(config.storage_url, open_storage(config).engine, study._study_id)
+    storage = open_storage(config)
+    budget_lock = BudgetLock(config.storage_url, storage.engine,
+                             storage.get_study_id_from_name(study.study_name))
 
     def run_claimed_trial(trial: optuna.Trial) -> float:
         budget_lock.release()  # the trial is in the storage now: every count sees it
