@@ -9,8 +9,9 @@ answers in Telegram's envelope (`{"ok": true, "result": ...}` or `{"ok": false, 
 
 Methods: getMe, deleteWebhook, getUpdates (long polling with offset, limit, timeout,
 allowed_updates), setMyCommands, getMyCommands, sendMessage, sendPhoto, sendDocument, sendAudio,
-editMessageText, editMessageCaption, editMessageReplyMarkup, deleteMessage, sendChatAction,
-answerCallbackQuery. Any other method answers 404; a token other than the server's answers 401.
+sendVoice (OGG/Opus only), editMessageText, editMessageCaption, editMessageReplyMarkup,
+deleteMessage, sendChatAction, answerCallbackQuery. Any other method answers 404; a token
+other than the server's answers 401.
 Telegram's rules are enforced with its error descriptions: text 1..4096 and caption ..1024
 characters after HTML parsing (parse_mode HTML only), malformed HTML, callback_data 1..64 bytes,
 "message is not modified", unknown chats, messages and callback queries, invalid photos.
@@ -133,14 +134,14 @@ class Upload:
 class TelegramFile:
     """A file the bot uploaded; re-sendable by its file_id."""
 
-    kind: str  # photo, document or audio
+    kind: str  # photo, document, audio or voice
     file_id: str
     file_unique_id: str
     filename: str
     content: bytes
     mime_type: str
     dimensions: tuple[int, int] | None = None  # photos: (width, height)
-    duration: int = 0  # audio: seconds, as the bot declared
+    duration: int = 0  # audio and voice: seconds, as the bot declared
 
     def to_json(self) -> dict[str, Any] | list[dict[str, Any]]:
         ids = {
@@ -153,7 +154,7 @@ class TelegramFile:
             width, height = self.dimensions
             return [{**ids, "width": width, "height": height}]
         described = {**ids, "file_name": self.filename, "mime_type": self.mime_type}
-        if self.kind == "audio":
+        if self.kind in ("audio", "voice"):
             return {**described, "duration": self.duration}
         return described
 
@@ -472,6 +473,7 @@ class FakeTelegram:
             "sendPhoto": lambda params: self._send_media(params, "photo"),
             "sendDocument": lambda params: self._send_media(params, "document"),
             "sendAudio": lambda params: self._send_media(params, "audio"),
+            "sendVoice": lambda params: self._send_media(params, "voice"),
             "editMessageText": self._edit_message_text,
             "editMessageCaption": self._edit_message_caption,
             "editMessageReplyMarkup": self._edit_message_reply_markup,
@@ -903,7 +905,8 @@ class FakeTelegram:
         chat_id = self._chat_id(params)
         caption, entities = self._caption(params)
         file = self._input_file(params, kind)
-        method = {"photo": "sendPhoto", "document": "sendDocument", "audio": "sendAudio"}[kind]
+        method = {"photo": "sendPhoto", "document": "sendDocument", "audio": "sendAudio",
+                  "voice": "sendVoice"}[kind]
         return self._store(SentMessage(
             method, chat_id, self._next_message_id(chat_id), int(time.time()),
             caption=caption or None, entities=tuple(entities),
@@ -936,6 +939,8 @@ class FakeTelegram:
                 raise bad_request("wrong file identifier/HTTP URL specified")
             return self._files[value]
         dimensions = photo_dimensions(value.content) if kind == "photo" else None
+        if kind == "voice":
+            check_voice(value.content)
         number = len(self._files) + 1
         file = TelegramFile(
             kind=kind, file_id=f"fake-{kind}-{number}", file_unique_id=f"unique-{number}",
@@ -1048,3 +1053,10 @@ def photo_dimensions(content: bytes) -> tuple[int, int]:
     if width + height > 10_000 or max(width, height) > 20 * min(width, height):
         raise bad_request("PHOTO_INVALID_DIMENSIONS")
     return width, height
+
+
+def check_voice(content: bytes) -> None:
+    """A voice message must be OGG with Opus for clients to play it inline (Telegram
+    also takes MP3 and M4A; the fake knows only OGG/Opus, what the bot sends)."""
+    if not content.startswith(b"OggS") or b"OpusHead" not in content[:4096]:
+        raise bad_request("VOICE_INVALID: an OGG file encoded with Opus is expected")
