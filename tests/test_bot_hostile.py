@@ -1,6 +1,7 @@
 """A hostile or careless chat: overlong arguments, forged and stale buttons, unknown
 commands, groups, and a second bot on the same state folder."""
 
+import asyncio
 import io
 import os
 from pathlib import Path
@@ -12,7 +13,7 @@ from optuna.trial import TrialState
 
 from bot import app
 from bot.handlers.fallback import STALE_BUTTON
-from bot.messages import MESSAGE_LIMIT
+from bot.messages import MESSAGE_LIMIT, STOPPING
 from bot.notifier import Notifier
 from bot.state import StateFolderInUse, hold_state_folder
 from tests.bot_support import ALICE, MALLORY, TOKEN, BotHarness, add_study, trial, write_config
@@ -171,3 +172,49 @@ async def test_the_audio_sample_is_sent_as_a_voice_message(
     assert ogg.startswith(b"OggS") and b"OpusHead" in ogg
     info = soundfile.info(io.BytesIO(ogg))
     assert (info.format, info.subtype, info.samplerate) == ("OGG", "OPUS", 48000)
+
+
+# --- item 13: a stopping bot cancels the work in hand and says so ---------------------------------
+
+async def test_stopping_cancels_an_export_in_hand_and_tells_the_chat(
+        harness: BotHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    exporting = asyncio.Event()
+
+    async def endless_export(version: int) -> None:
+        exporting.set()
+        await asyncio.Event().wait()  # an export that would outlast any shutdown
+
+    async def known(version: int) -> None:
+        return None
+
+    monkeypatch.setattr(harness.service, "require_version", known)
+    monkeypatch.setattr(harness.service, "export", endless_export)
+    press = asyncio.create_task(harness.press(ALICE, "md:e:1"))
+    await asyncio.wait_for(exporting.wait(), timeout=30)
+    await asyncio.wait_for(harness.dispatcher["updates_in_hand"].finish(0.1, 5), timeout=30)
+    assert press.done()
+    texts = [r.text for r in harness.session.calls("sendMessage")]
+    assert texts == [STOPPING]
+    assert [r.text for r in harness.session.calls("answerCallbackQuery")] == ["Exporting…"]
+
+
+async def test_an_export_is_a_child_process_that_a_cancel_ends(
+        harness: BotHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[asyncio.subprocess.Process] = []
+    spawn = asyncio.create_subprocess_exec
+
+    async def sleeping_export(*command: str, **options: object) -> asyncio.subprocess.Process:
+        started.append(await spawn("sleep", "600", **options))
+        return started[-1]
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", sleeping_export)
+    export = asyncio.create_task(harness.service.export(1))
+    for _ in range(600):  # 30 s at most: the export runs as a child process
+        if started:
+            break
+        await asyncio.sleep(0.05)
+    assert started
+    export.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await export
+    assert started[0].returncode is not None  # ended, not left running
