@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 from optuna.distributions import CategoricalDistribution, FloatDistribution
@@ -101,18 +102,96 @@ def test_maximize_direction():
     assert study.best_trial.number == 2
     assert best_highlight_pixels(plots.learning_curves_png(study)) > 200
     assert best_highlight_pixels(plots.optimization_history_png(study)) > 200
+
+
+def test_importances_need_enough_completed_trials():
+    study = new_study()
+    for k in range(plots.MIN_TRIALS_FOR_IMPORTANCES - 1):
+        add_trial(study, "completed", [0.5 + 0.1 * k], {"learning_rate": 1e-3 * (k + 1),
+                                                        "batch_size": 16})
+    add_trial(study, "pruned", [2.0])
+    assert plots.param_importances_png(study) is None
+    assert plots.importances_unavailable(study) == (
+        "9 trials completed; importances need at least 10, fewer are noise")
+    add_trial(study, "completed", [0.4], {"learning_rate": 1e-4, "batch_size": 16})
+    assert plots.importances_unavailable(study) is None
     decoded(plots.param_importances_png(study))
 
 
-@pytest.mark.parametrize("values, learning_rates", [
-    ([0.5, 0.6, 0.7], [1e-3, 1e-3, 1e-3]),  # no parameter varied
-    ([0.5, 0.5, 0.5], [1e-3, 2e-3, 4e-3]),  # nothing to explain
+@pytest.mark.parametrize("values, learning_rates, reason", [
+    ([0.5 + 0.1 * k for k in range(10)], [1e-3] * 10, "no searched parameter took more"),
+    ([0.5] * 10, [1e-3 * (k + 1) for k in range(10)], "every completed trial has the same"),
 ])
-def test_no_importances_without_variation(values, learning_rates):
+def test_no_importances_without_variation(values, learning_rates, reason):
     study = new_study()
     for value, lr in zip(values, learning_rates, strict=True):
         add_trial(study, "completed", [value], {"learning_rate": lr, "batch_size": 16})
     assert plots.param_importances_png(study) is None
+    assert plots.importances_unavailable(study).startswith(reason)
+
+
+@pytest.fixture
+def figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plot functions return their matplotlib Figure instead of its PNG bytes."""
+    monkeypatch.setattr(plots, "_png", lambda fig: fig)
+
+
+def drawn(figure) -> None:
+    """Lay out and draw ``figure`` as its PNG is drawn."""
+    FigureCanvasAgg(figure).draw()
+
+
+def visible_ticks(axis) -> list[float]:
+    low, high = sorted(axis.get_view_interval())
+    return [tick for tick in axis.get_majorticklocs() if low <= tick <= high]
+
+
+def test_trial_and_validation_axes_count_in_whole_numbers(figures):
+    study = new_study()
+    add_trial(study, "completed", [1.0, 0.8])
+    add_trial(study, "completed", [0.9, 0.7])
+    for figure in (plots.learning_curves_png(study), plots.optimization_history_png(study)):
+        drawn(figure)
+        ticks = visible_ticks(figure.axes[0].xaxis)
+        assert ticks and all(tick == int(tick) for tick in ticks), ticks
+
+
+def test_pruned_curves_stand_out_and_end_where_they_were_cut(figures):
+    study = new_study()
+    add_trial(study, "completed", [1.0, 0.8, 0.6])
+    add_trial(study, "pruned", [1.5, 1.4])
+    figure = plots.learning_curves_png(study)
+    (pruned,) = [line for line in figure.axes[0].get_lines()
+                 if line.get_linestyle() == "--" and len(line.get_xdata()) == 2]
+    assert pruned.get_alpha() >= 0.7 and pruned.get_marker() == "v"
+
+
+def test_titles_fit_however_long_the_study_name(figures):
+    study = optuna.create_study(study_name="tacotron2_smart_tuning-20250301-101500-" * 2)
+    for k in range(plots.MIN_TRIALS_FOR_IMPORTANCES):
+        add_trial(study, "completed", [0.5 + 0.1 * k], {"learning_rate": 1e-3 * (k + 1),
+                                                        "batch_size": [8, 16][k % 2]})
+    for figure in (plots.learning_curves_png(study), plots.optimization_history_png(study),
+                   plots.param_importances_png(study)):
+        drawn(figure)
+        # Everything drawn, the titles among them, lies inside the figure.
+        box = figure.get_tightbbox()
+        width, height = figure.get_size_inches()
+        assert box.x0 >= 0 and box.y0 >= 0, figure.get_suptitle()
+        assert box.x1 <= width and box.y1 <= height, figure.get_suptitle()
+        assert figure.get_suptitle() and figure.axes[0].get_title() == study.study_name
+
+
+def test_mel_plot_shares_one_colour_scale_with_a_colour_bar():
+    from train.figures import mels_figure
+
+    target = np.linspace(-5.0, 1.0, 80 * 50).reshape(80, 50)
+    figure = mels_figure(target, target + 3.0, "trial_0003, LJ001-0007: epoch 8, step 40")
+    images = [image for ax in figure.axes for image in ax.get_images()]
+    assert [image.get_clim() for image in images] == [(-5.0, 1.0)] * 2
+    (colorbar_ax,) = [ax for ax in figure.axes if not ax.get_images()]
+    assert colorbar_ax.get_ylabel() == "log magnitude"
+    assert figure.get_suptitle() == "trial_0003, LJ001-0007: epoch 8, step 40"
 
 
 def test_alignment_is_redrawn_from_the_latest_saved_matrix(tmp_path: Path):

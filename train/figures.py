@@ -25,7 +25,7 @@ def _save(fig: Figure, path: Path) -> Path:
 def draw_alignment(ax: Axes, alignment: np.ndarray) -> None:
     """Attention weights (decoder steps × text tokens) on ``ax``, steps on x, tokens on y."""
     image = ax.imshow(alignment.T, aspect="auto", origin="lower", interpolation="none")
-    ax.figure.colorbar(image, ax=ax)
+    ax.figure.colorbar(image, ax=ax, label="attention weight")
     ax.set_xlabel("decoder step")
     ax.set_ylabel("text token")
 
@@ -47,12 +47,27 @@ def save_alignment_matrix(alignment: np.ndarray, path: Path) -> Path:
 
 
 def plot_mels(target: np.ndarray, predicted: np.ndarray, path: Path, title: str = "") -> Path:
-    """Target and predicted log-mel spectrograms, one above the other."""
-    fig = Figure(figsize=(8, 5))
-    for row, (mel, name) in enumerate(((target, "target"), (predicted, "predicted")), start=1):
-        ax = fig.add_subplot(2, 1, row)
-        ax.imshow(mel, aspect="auto", origin="lower", interpolation="none")
+    """Target and predicted log-mel spectrograms (:func:`mels_figure`) as a PNG file."""
+    return _save(mels_figure(target, predicted, title), path)
+
+
+def mels_figure(target: np.ndarray, predicted: np.ndarray, title: str = "") -> Figure:
+    """Target and predicted log-mel spectrograms, one above the other, on the target's
+    colour scale (a prediction outside it shows as the scale's ends), with a colour bar.
+
+    ``title`` should name the run and the utterance, e.g. ``"trial_0003, LJ001-0007:
+    epoch 8, step 40"``.
+    """
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True)
+    low, high = float(np.min(target)), float(np.max(target))
+    for ax, mel, name in zip(axes, (target, predicted), ("target", "predicted"), strict=True):
+        image = ax.imshow(mel, aspect="auto", origin="lower", interpolation="none",
+                          vmin=low, vmax=high)
         ax.set_ylabel(f"{name}\nmel channel")
-    ax.set_xlabel("frame")
+    axes[-1].set_xlabel("frame")
+    below, above = np.min(predicted) < low, np.max(predicted) > high
+    extend = ("both" if above else "min") if below else ("max" if above else "neither")
+    fig.colorbar(image, ax=axes, label="log magnitude", extend=extend)
     fig.suptitle(title)
-    return _save(fig, path)
+    return fig

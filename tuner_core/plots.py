@@ -1,46 +1,62 @@
 """The pictures of a study, as PNG bytes for the chat and the reports.
 
-Every function reads the study (or trial) from the storage alone and draws with
-matplotlib's object API (``Figure``, never ``pyplot``), so it is safe in threads
-and needs no display. Figures are 8 × 5 inches at 100 dpi (800 × 500 pixels).
+Every function reads the study (or trial) from the storage alone. Figures are 8 × 5
+inches at 100 dpi (800 × 500 pixels).
+
+- :func:`learning_curves_png` is the project's own: every trial's objective per
+  validation, styled by how the trial ended. It draws with matplotlib's object API
+  (``Figure``, never ``pyplot``), so the bot may call it from threads.
+- :func:`optimization_history_png` and :func:`param_importances_png` are Optuna's own
+  plots (``optuna.visualization.matplotlib``, the ones optuna-dashboard shows too), with
+  integer trial axes and the best trial marked. Optuna draws them with ``pyplot`` and
+  its "ggplot" style, so they are drawn one at a time and leave no style behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-import logging
+import threading
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import optuna
 from matplotlib import colormaps
+from matplotlib import pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
+from optuna.visualization import matplotlib as optuna_plots
 
 from train.figures import draw_alignment
-
-log = logging.getLogger(__name__)
 
 FIGSIZE = (8, 5)
 DPI = 100
 BEST_COLOR = "crimson"
-TRIAL_COLORMAP = "viridis"
+# Viridis without its palest yellows, which vanish on white.
+TRIAL_COLORMAP = ListedColormap(colormaps["viridis"](np.linspace(0.0, 0.85, 256)))
+# Fewer completed trials make importances noise (the issue saw two trials ranked).
+MIN_TRIALS_FOR_IMPORTANCES = 10
 
-# How each outcome's learning curve is drawn; failed trials are marked with an "x".
+# How each outcome's learning curve is drawn; failed trials are marked with an "x", and
+# a curve cut short (pruned, stopped) ends in a marker where it was cut.
 CURVE_STYLES: dict[str, dict[str, object]] = {
     "completed": {"linestyle": "-", "alpha": 0.9},
     "early_stopped": {"linestyle": "-.", "alpha": 0.9},
-    "pruned": {"linestyle": "--", "alpha": 0.35},
-    "stopped_by_user": {"linestyle": ":", "alpha": 0.8},
+    "pruned": {"linestyle": "--", "alpha": 0.8, "marker": "v", "markevery": [-1]},
+    "stopped_by_user": {"linestyle": ":", "alpha": 0.8, "marker": "s", "markevery": [-1]},
     "running": {"linestyle": "-", "alpha": 0.5},
 }
 _STATE_OUTCOMES = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned",
                    TrialState.FAIL: "failed", TrialState.RUNNING: "running",
                    TrialState.WAITING: "waiting"}
+_PYPLOT = threading.Lock()  # pyplot's figures and styles are process-wide
 
 
 def trial_outcome(trial: FrozenTrial) -> str:
@@ -63,10 +79,17 @@ def _objective_label(study: optuna.Study) -> str:
     return f"objective ({named}{sense} is better)"
 
 
-def _figure(title: str) -> tuple[Figure, Axes]:
+def _title(fig: Figure, ax: Axes, what: str, study_name: str) -> None:
+    """``what`` the figure shows above, the study's name smaller below it, so long names fit."""
+    fig.suptitle(what)
+    if study_name:
+        ax.set_title(study_name, fontsize="small", color="dimgrey")
+
+
+def _figure(what: str, study_name: str) -> tuple[Figure, Axes]:
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
-    ax.set_title(title)
+    _title(fig, ax, what, study_name)
     return fig, ax
 
 
@@ -80,6 +103,44 @@ def _say_empty(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
 
 
+def _legend(fig: Figure, handles: list, labels: list[str]) -> None:
+    """The legend below the axes, where it hides no point or curve."""
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3),
+               fontsize="small")
+
+
+@contextlib.contextmanager
+def _optuna_figure() -> Iterator[None]:
+    """A scope for one of Optuna's pyplot figures: one at a time, and its style undone.
+
+    Optuna calls its matplotlib plots experimental and warns on each call; they have been
+    stable since Optuna 2.2.
+    """
+    with _PYPLOT, plt.rc_context(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "No artists with labels found")  # an empty study
+        yield
+
+
+def _optuna_png(ax: Axes, what: str, study_name: str, legend: bool = True) -> bytes:
+    """The figure of ``ax``, drawn by Optuna, with this module's size, titles and legend
+    (or none); closed."""
+    fig = ax.get_figure()
+    try:
+        ax.set_title("", loc="left")  # Optuna's own, said above instead
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+        if legend and ax.get_legend_handles_labels()[1]:
+            _legend(fig, *ax.get_legend_handles_labels())
+        fig.set_size_inches(*FIGSIZE)
+        fig.set_dpi(DPI)
+        fig.set_layout_engine("constrained")
+        _title(fig, ax, what, study_name)
+        return _png(fig)
+    finally:
+        plt.close(fig)
+
+
 def learning_curves_png(study: optuna.Study) -> bytes:
     """The objective at every validation of every trial, styled by outcome.
 
@@ -87,9 +148,10 @@ def learning_curves_png(study: optuna.Study) -> bytes:
     trials stay readable); the legend names the outcomes, and the best trial is
     drawn thick in red and labelled.
     """
-    fig, ax = _figure(f"{study.study_name}: learning curves")
+    fig, ax = _figure("Learning curves", study.study_name)
     ax.set_xlabel("validation (one per epoch by default)")
     ax.set_ylabel(_objective_label(study))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     trials = [t for t in study.get_trials(deepcopy=False) if t.intermediate_values]
     if not trials:
         _say_empty(ax, "no trial has reported a validation yet")
@@ -97,19 +159,18 @@ def learning_curves_png(study: optuna.Study) -> bytes:
 
     best = _best_trial(study)
     norm = Normalize(0, max(t.number for t in trials) or 1)
-    cmap = colormaps[TRIAL_COLORMAP]
     counts: dict[str, int] = {}
     for trial in trials:
         outcome = trial_outcome(trial)
         counts[outcome] = counts.get(outcome, 0) + 1
         steps, values = zip(*sorted(trial.intermediate_values.items()), strict=True)
-        color = cmap(norm(trial.number))
+        color = TRIAL_COLORMAP(norm(trial.number))
         if outcome == "failed":
             ax.plot(steps[-1], values[-1], marker="x", color=color, linestyle="none")
         elif best is None or trial.number != best.number:
-            ax.plot(steps, values, color=color, linewidth=1.2, **CURVE_STYLES[outcome])
+            ax.plot(steps, values, color=color, linewidth=1.5, **CURVE_STYLES[outcome])
 
-    handles = [Line2D([], [], color="grey", linewidth=1.2, **CURVE_STYLES[outcome],
+    handles = [Line2D([], [], color="grey", linewidth=1.5, **CURVE_STYLES[outcome],
                       label=f"{outcome.replace('_', ' ')} ({counts[outcome]})")
                for outcome in CURVE_STYLES if outcome in counts]
     if "failed" in counts:
@@ -120,71 +181,66 @@ def learning_curves_png(study: optuna.Study) -> bytes:
         (line,) = ax.plot(steps, values, color=BEST_COLOR, linewidth=3,
                           label=f"best: trial {best.number} ({best.value:.4g})")
         handles.insert(0, line)
-    ax.legend(handles=handles, fontsize="small", loc="upper right")
-    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="trial number")
+    _legend(fig, handles, [handle.get_label() for handle in handles])
+    colorbar = fig.colorbar(ScalarMappable(norm=norm, cmap=TRIAL_COLORMAP), ax=ax,
+                            label="trial number")
+    colorbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     return _png(fig)
 
 
 def optimization_history_png(study: optuna.Study) -> bytes:
-    """Each finished trial's value by trial number, and the best value so far."""
-    fig, ax = _figure(f"{study.study_name}: optimization history")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(_objective_label(study))
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not done:
-        _say_empty(ax, "no trial has completed yet")
-        return _png(fig)
+    """Optuna's optimization history: each completed trial's value and the best so far,
+    plus the last value of each pruned trial and a star on the best trial."""
+    with _optuna_figure():
+        ax = optuna_plots.plot_optimization_history(study, target_name=_objective_label(study))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+                  if t.intermediate_values]
+        if pruned:
+            ax.scatter([t.number for t in pruned],
+                       [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
+                       marker="v", facecolors="none", edgecolors="dimgrey",
+                       label="pruned or stopped (last value)")
+        best = _best_trial(study)
+        if best is not None:
+            ax.scatter([best.number], [best.value], marker="*", s=250, color=BEST_COLOR,
+                       zorder=3, label=f"best: trial {best.number} ({best.value:.4g})")
+        if not ax.has_data():
+            _say_empty(ax, "no trial has completed yet")
+        return _optuna_png(ax, "Optimization history", study.study_name)
 
-    numbers = np.array([t.number for t in done])
-    values = np.array([t.value for t in done])
-    for outcome, marker in (("completed", "o"), ("early_stopped", "s")):
-        chosen = [trial_outcome(t) == outcome for t in done]
-        if any(chosen):
-            ax.scatter(numbers[chosen], values[chosen], marker=marker, alpha=0.8,
-                       label=outcome.replace("_", " "))
-    minimize = study.direction is optuna.study.StudyDirection.MINIMIZE
-    best_so_far = (np.minimum if minimize else np.maximum).accumulate(values)
-    ax.step(numbers, best_so_far, where="post", color=BEST_COLOR, label="best so far")
-    best = _best_trial(study)
-    if best is not None:
-        ax.scatter([best.number], [best.value], marker="*", s=250, color=BEST_COLOR, zorder=3,
-                   label=f"best: trial {best.number} ({best.value:.4g})")
-    ax.legend(fontsize="small")
-    ax.grid(alpha=0.3)
-    return _png(fig)
+
+def importances_unavailable(study: optuna.Study) -> str | None:
+    """Why the study's parameter importances would be noise, or None when they are not."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(done) < MIN_TRIALS_FOR_IMPORTANCES:
+        return (f"{len(done)} trials completed; importances need at least "
+                f"{MIN_TRIALS_FOR_IMPORTANCES}, fewer are noise")
+    if not _varying_params(done):
+        return "no searched parameter took more than one value"
+    if len({t.value for t in done}) < 2:
+        return "every completed trial has the same value: there is nothing to explain"
+    return None
+
+
+def _varying_params(trials: list[FrozenTrial]) -> list[str]:
+    return sorted(name for name in {n for t in trials for n in t.params}
+                  if len({repr(t.params.get(name)) for t in trials}) > 1)
 
 
 def param_importances_png(study: optuna.Study) -> bytes | None:
-    """How much of the objective's variance each searched parameter explains (fANOVA).
-
-    None while fewer than two trials have completed, when no parameter took more
-    than one value among them, or when their values do not vary (nothing to explain).
-    """
+    """Optuna's parameter importances (its default evaluator, PED-ANOVA, as in
+    optuna-dashboard) of the parameters that varied; None when
+    :func:`importances_unavailable` says why not."""
+    if importances_unavailable(study) is not None:
+        return None
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(done) < 2:
-        return None
-    # fANOVA happily ranks parameters that never changed; only varying ones mean anything.
-    varying = sorted(name for name in {n for t in done for n in t.params}
-                     if len({repr(t.params.get(name)) for t in done}) > 1)
-    if not varying:
-        return None
-    try:
-        importances = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=varying)
-    except RuntimeError as exc:  # fANOVA: "zero total variance", all values equal
-        log.info("no parameter importances for %s: %s", study.study_name, exc)
-        return None
-
-    fig, ax = _figure(f"{study.study_name}: parameter importances ({len(done)} completed trials)")
-    names = list(importances)[::-1]  # the most important on top
-    bars = ax.barh(names, [importances[name] for name in names], color="steelblue")
-    ax.bar_label(bars, fmt="%.2f", padding=3)
-    ax.set_xlabel("importance (fANOVA: share of the objective's variance)")
-    ax.set_ylabel("parameter")
-    ax.set_xlim(0, 1)
-    ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
+    with _optuna_figure():
+        ax = optuna_plots.plot_param_importances(study, params=_varying_params(done))
+        # No legend: it would name the objective, the only one.
+        return _optuna_png(ax, f"Parameter importances ({len(done)} completed trials)",
+                           study.study_name, legend=False)
 
 
 def latest_alignment(trial: FrozenTrial) -> tuple[int, Path] | None:
@@ -207,7 +263,6 @@ def alignment_png(trial: FrozenTrial, study_name: str = "") -> bytes | None:
     if latest is None:
         return None
     epoch, path = latest
-    prefix = f"{study_name}: " if study_name else ""
-    fig, ax = _figure(f"{prefix}trial {trial.number}, alignment at epoch {epoch}")
+    fig, ax = _figure(f"Trial {trial.number}: attention alignment at epoch {epoch}", study_name)
     draw_alignment(ax, np.load(path))
     return _png(fig)

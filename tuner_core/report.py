@@ -3,7 +3,8 @@
 ``python -m tuner_core report --study NAME --out DIR`` writes, from the storage alone:
 
 * ``learning_curves.png``, ``optimization_history.png``, and when there is something to
-  show ``param_importances.png`` and ``best_alignment.png`` (:mod:`tuner_core.plots`);
+  show ``param_importances.png`` (else ``report.md`` says why not) and
+  ``best_alignment.png`` (:mod:`tuner_core.plots`);
 * ``report.md``: the study's state, best value and parameters, trials by state and by
   outcome, why each trial stopped, adaptations, anomalies, time spent, and the figures.
 """
@@ -116,9 +117,11 @@ def render_markdown(study: optuna.Study, images: dict[str, str]) -> str:
             "No metric spiked or became NaN.")],
         ["## Time", "", *_time_spent(study, trials)],
     ]
-    if images:
-        sections.append(["## Figures", "", *(f"![{caption}]({name})\n"
-                                             for caption, name in images.items())])
+    missing_importances = plots.importances_unavailable(study)
+    sections.append(["## Figures", "", *(f"![{caption}]({name})\n"
+                                         for caption, name in images.items()),
+                     *([f"Parameter importances are not drawn: {missing_importances}."]
+                       if missing_importances else [])])
     return "\n\n".join("\n".join(section) for section in sections).rstrip() + "\n"
 
 
