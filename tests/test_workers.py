@@ -20,7 +20,7 @@ from tests.test_tuner import ROOT, write_config
 from tuner_core.budget_lock import BudgetLock
 from tuner_core.config import load_config
 from tuner_core.retries import retried_from
-from tuner_core.study import create_study, open_storage
+from tuner_core.study import create_study, load_study, open_storage
 
 
 @contextlib.contextmanager
@@ -124,6 +124,9 @@ def test_a_killed_workers_trial_is_resumed_by_the_surviving_worker(
     trials = study.get_trials()
     (retry,) = [t for t in trials if retried_from(t) == killed.number]
     assert study.get_trials()[killed.number].state is TrialState.FAIL
+    dead = load_study(load_config(path), "kill").trials[killed.number]  # read afresh
+    assert (dead.user_attrs["outcome"], dead.user_attrs["reason"]) == (
+        "failed", f"worker lost; retried as trial {retry.number}")
     assert retry.state is TrialState.COMPLETE and retry.params == killed.params
     assert retry.user_attrs["worker"].endswith(f":{survivor.pid}")
     log = (Path(retry.user_attrs["run_dir"]) / "train.log").read_text()

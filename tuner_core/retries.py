@@ -8,14 +8,40 @@ copy of it (same parameters and user attributes) that names the original.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
+# Told of each trial whose worker died, once Optuna has failed it: the study, the trial,
+# and the number of the trial that retries it (None when its retries are used up).
+OnLost = Callable[[optuna.Study, FrozenTrial, int | None], None]
 
-def retry_callback(max_retry: int) -> RetryHeartbeatStaleTrialCallback:
-    return _quietly(RetryHeartbeatStaleTrialCallback, max_retry=max_retry)
+
+class _RetryAndTell(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a trial whose worker died, then ``on_lost``."""
+
+    def __init__(self, max_retry: int, on_lost: OnLost):
+        super().__init__(max_retry=max_retry)
+        self._on_lost = on_lost
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        super().__call__(study, trial)
+        retry = next((t.number for t in reversed(study.get_trials(deepcopy=False))
+                      if _quietly(self.retry_history, t)[-1:] == [trial.number]), None)
+        self._on_lost(study, trial, retry)
+
+
+def retry_callback(max_retry: int, on_lost: OnLost) -> RetryHeartbeatStaleTrialCallback:
+    return _quietly(_RetryAndTell, max_retry=max_retry, on_lost=on_lost)
+
+
+def lost_predecessor(trial: FrozenTrial) -> int | None:
+    """The number of the trial whose death ``trial`` retries (the last one, for a retry of
+    a retry), or None."""
+    history = _quietly(RetryHeartbeatStaleTrialCallback.retry_history, trial)
+    return history[-1] if history else None
 
 
 def retried_from(trial: FrozenTrial) -> int | None:

@@ -75,6 +75,14 @@ class Outcome:
     FAILED = "failed"
 
 
+def worker_lost(retry: int | None) -> dict[str, Any]:
+    """The outcome attributes of a trial whose worker died (killed, its machine lost),
+    given the number of the trial that retries it (None: its retries are used up)."""
+    then = f"retried as trial {retry}" if retry is not None else "not retried (max_retries reached)"
+    return {"outcome": Outcome.FAILED, "criterion": "worker_lost", "reason": f"worker lost; {then}",
+            "recommendation": "read the worker's log and its machine's for why it died"}
+
+
 class TrialListener:
     """Hooks for progress bars and tracking; every method is optional."""
 

@@ -20,6 +20,7 @@ failed when another worker notices and is retried (Optuna's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -28,13 +29,22 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+import sqlalchemy
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner_core.budget_lock import BudgetLock
 from tuner_core.config import Config, OptimizationConfig
+from tuner_core.file_lock import file_lock
 from tuner_core.retries import fail_stale_trials, retried_numbers, retry_callback
-from tuner_core.runner import ListenerGroup, TrialCrashed, TrialListener, TrialRunner
+from tuner_core.runner import (
+    ListenerGroup,
+    TrialCrashed,
+    TrialListener,
+    TrialRunner,
+    worker_lost,
+)
 from tuner_core.sampling import make_sampler
+from tuner_core.trial_records import amend_user_attrs
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +56,10 @@ ACTIVE_STATES = (TrialState.RUNNING, TrialState.WAITING)
 
 class StudyNotFound(LookupError):
     """No study of that name in the storage; the message lists the ones there are."""
+
+
+class StorageUnavailable(RuntimeError):
+    """The storage cannot be opened; the message is one line naming it and why."""
 
 
 _storages: dict[tuple[Any, ...], optuna.storages.RDBStorage] = {}
@@ -70,19 +84,41 @@ def open_storage(config: Config) -> optuna.storages.RDBStorage:
 def _new_storage(config: Config) -> optuna.storages.RDBStorage:
     url = config.storage_url
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         # The bot reads while workers write; wait for SQLite's lock instead of failing.
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
     opt = config.optimization
-    with warnings.catch_warnings():
-        # Heartbeats are flagged experimental; see tuner_core.retries.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs,
-            heartbeat_interval=opt.heartbeat_interval_s, grace_period=opt.heartbeat_grace_s,
-            heartbeat_stale_trial_callback=retry_callback(opt.max_retries))
+
+    def record_worker_lost(study: optuna.Study, trial: FrozenTrial, retry: int | None) -> None:
+        # Optuna has failed the trial already; its record is completed afterwards.
+        amend_user_attrs(storage, study.study_name, trial.number, worker_lost(retry))
+
+    try:
+        with _first_use_lock(url), warnings.catch_warnings():
+            # Heartbeats are flagged experimental; see tuner_core.retries.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs,
+                heartbeat_interval=opt.heartbeat_interval_s, grace_period=opt.heartbeat_grace_s,
+                heartbeat_stale_trial_callback=retry_callback(opt.max_retries,
+                                                              record_worker_lost))
+    except (OSError, sqlalchemy.exc.SQLAlchemyError) as error:
+        cause = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise StorageUnavailable(f"cannot open the storage {config.storage_shown}: "
+                                 f"{cause}") from None
+    return storage
+
+
+def _first_use_lock(url: str) -> contextlib.AbstractContextManager[None]:
+    """Held while a storage is opened: the first use of a SQLite database creates its
+    tables, and two processes doing it at once would both try (as MLflow's store, see
+    tuner_core.tracking). A PostgreSQL database is created by its administrator."""
+    if not url.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return file_lock(path.with_name(f"{path.name}.init.lock"))
 
 
 def make_pruner(opt: OptimizationConfig) -> optuna.pruners.BasePruner:

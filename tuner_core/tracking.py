@@ -23,7 +23,6 @@ logged and the trial goes on untracked.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import logging
@@ -48,7 +47,9 @@ from mlflow.utils.validation import (
 from optuna.trial import TrialState
 
 from tuner_core.config import Config
-from tuner_core.runner import Outcome, TrialListener
+from tuner_core.file_lock import file_lock
+from tuner_core.retries import lost_predecessor
+from tuner_core.runner import Outcome, TrialListener, worker_lost
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,7 @@ def _prepare_sqlite_store(uri: str) -> None:
     """
     path = Path(uri.removeprefix("sqlite:///"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.init.lock", "ab") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # let go when the file closes
+    with file_lock(path.with_name(f"{path.name}.init.lock")):
         client = mlflow.MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)  # the tracking tables
         client.search_registered_models(max_results=1)  # the registry's
@@ -203,6 +203,9 @@ class MlflowTracker(TrialListener):
     @_never_raises
     def trial_started(self, trial: optuna.Trial, hparams: dict[str, Any], run_dir: Path) -> None:
         study = trial.study
+        lost = lost_predecessor(study.get_trials(deepcopy=False)[trial.number])
+        if lost is not None:
+            self._close_lost_run(study, lost, trial.number)
         run = self.client.create_run(
             self.experiment_id, run_name=f"trial-{trial.number:04d}",
             tags={MLFLOW_PARENT_RUN_ID: self._parent_run_id(study), STUDY_TAG: study.study_name,
@@ -247,11 +250,7 @@ class MlflowTracker(TrialListener):
         run_id = self._trial_run_ids.pop(trial.number, None)
         if run_id is None:
             return
-        tags = _tags({"smart_tuner.outcome": attrs["outcome"],
-                      "smart_tuner.criterion": attrs.get("criterion") or "",
-                      "smart_tuner.reason": attrs.get("reason") or "",
-                      "smart_tuner.state": state.name})
-        self.client.log_batch(run_id, tags=[RunTag(key, tag) for key, tag in tags.items()])
+        self._log_outcome(run_id, state, attrs)
         if value is not None:
             self.client.log_metric(run_id, "best_objective", value)
         if attrs.get("log_tail"):
@@ -266,6 +265,22 @@ class MlflowTracker(TrialListener):
         # end_reason is set by tuner_core.study just before study_finished is called.
         stopped = study.user_attrs.get("end_reason") == "stopped on request"
         self.client.set_terminated(run_id, "KILLED" if stopped else "FINISHED")
+
+    def _log_outcome(self, run_id: str, state: TrialState, attrs: dict[str, Any]) -> None:
+        tags = _tags({"smart_tuner.outcome": attrs["outcome"],
+                      "smart_tuner.criterion": attrs.get("criterion") or "",
+                      "smart_tuner.reason": attrs.get("reason") or "",
+                      "smart_tuner.state": state.name})
+        self.client.log_batch(run_id, tags=[RunTag(key, tag) for key, tag in tags.items()])
+
+    def _close_lost_run(self, study: optuna.Study, lost: int, retry: int) -> None:
+        """End the run of trial ``lost``, whose worker died mid-trial, as ``retry`` retries it."""
+        run_id = study.get_trials(deepcopy=False)[lost].user_attrs.get(TRIAL_RUN_ATTR)
+        if run_id is None or self.client.get_run(run_id).info.status != "RUNNING":
+            return  # never tracked, or closed already
+        attrs = worker_lost(retry)
+        self._log_outcome(run_id, TrialState.FAIL, attrs)
+        self.client.set_terminated(run_id, RUN_STATUS[attrs["outcome"]])
 
     # --- the study's parent run --------------------------------------------------------
     def _parent_run_id(self, study: optuna.Study) -> str:
