@@ -31,12 +31,12 @@ class AudioError(ValueError):
     """An audio file that cannot be used; the message names the file."""
 
 
-def load_wav(path: Path, sampling_rate: int) -> np.ndarray:
-    """The samples of a mono audio file as float32 in [-1, 1].
+def read_header(path: Path, sampling_rate: int) -> int:
+    """The number of samples of a mono audio file, from its header: no sample is decoded.
 
     Refuses (with :class:`AudioError`) a missing, empty or unreadable file, a file
-    at another sampling rate (resampling silently would hide a corpus mistake) and
-    a file with more than one channel.
+    at another sampling rate (resampling silently would hide a corpus mistake), a
+    file with more than one channel and a file without samples.
     """
     path = Path(path)
     if not path.is_file():
@@ -44,18 +44,28 @@ def load_wav(path: Path, sampling_rate: int) -> np.ndarray:
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
     try:
-        with sf.SoundFile(path) as audio:
-            if audio.samplerate != sampling_rate:
-                raise AudioError(f"{path}: sampled at {audio.samplerate} Hz, expected "
-                                 f"{sampling_rate} Hz (resample the corpus or set "
-                                 f"sampling_rate={audio.samplerate})")
-            if audio.channels != 1:
-                raise AudioError(f"{path}: {audio.channels} channels, expected mono")
-            wav = audio.read(dtype="float32")
+        info = sf.info(str(path))
     except sf.SoundFileError as error:
         raise AudioError(f"{path}: unreadable audio file ({error})") from error
-    if wav.size == 0:
+    if info.samplerate != sampling_rate:
+        raise AudioError(f"{path}: sampled at {info.samplerate} Hz, expected "
+                         f"{sampling_rate} Hz (resample the corpus or set "
+                         f"sampling_rate={info.samplerate})")
+    if info.channels != 1:
+        raise AudioError(f"{path}: {info.channels} channels, expected mono")
+    if info.frames == 0:
         raise AudioError(f"{path}: no samples")
+    return info.frames
+
+
+def load_wav(path: Path, sampling_rate: int) -> np.ndarray:
+    """The samples of a mono audio file as float32 in [-1, 1]; refuses what
+    :func:`read_header` refuses, and samples outside [-1, 1]."""
+    read_header(path, sampling_rate)
+    try:
+        wav, _ = sf.read(path, dtype="float32")
+    except sf.SoundFileError as error:
+        raise AudioError(f"{path}: unreadable audio file ({error})") from error
     # Integer PCM is scaled into [-1, 1) by soundfile; a float file may hold anything.
     peak = float(np.abs(wav).max())
     if peak > 1.0:

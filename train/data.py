@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from train.atomic import atomic_path
-from train.audio import AudioError, MelSpectrogram, load_wav
+from train.audio import AudioError, MelSpectrogram, load_wav, read_header
 from train.hparams import HParams
 from train.symbols import PAD_ID
 from train.text import text_to_sequence
@@ -64,7 +64,10 @@ def _lines(path: Path) -> list[tuple[int, str]]:
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: tolerate a byte-order mark
     except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error})") from error
+        line = error.object[:error.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte "
+                        f"{error.object[error.start:error.start + 1].hex(' ')} cannot be "
+                        f"decoded; save the file as UTF-8)") from error
     return [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
@@ -98,6 +101,37 @@ def _read_filelist(filelist: Path) -> list[Utterance]:
             audio_path = filelist.parent / audio_path
         utterances.append(Utterance(audio_path, fields[1].strip()))
     return utterances
+
+
+def check_corpus(source: Path, hp: HParams) -> int:
+    """Check the corpus at ``source`` for everything training refuses, without decoding
+    audio: every line, every text, and every clip's header (present, mono, at
+    ``hp.sampling_rate``, long enough). The number of utterances; a :class:`DataError`
+    naming the first problems found otherwise.
+    """
+    utterances = read_utterances(source)
+    dataset = TextMelDataset(utterances, hp)
+    problems = []
+    for utterance in utterances:
+        try:
+            dataset.text_ids(utterance)
+            _check_length(utterance.audio_path,
+                          read_header(utterance.audio_path, hp.sampling_rate), hp)
+        except (DataError, AudioError) as error:
+            problems.append(str(error))
+    if problems:
+        shown = "; ".join(problems[:3])
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise DataError(f"{len(problems)} of {len(utterances)} utterances cannot be used: "
+                        f"{shown}{more}")
+    return len(utterances)
+
+
+def _check_length(audio_path: Path, samples: int, hp: HParams) -> None:
+    # The STFT reflect-pads by filter_length / 2, which needs more samples than that.
+    if samples <= hp.filter_length // 2:
+        raise AudioError(f"{audio_path}: {samples} samples, too short for "
+                         f"filter_length={hp.filter_length}")
 
 
 def split_utterances(utterances: Sequence[Utterance], val_fraction: float,
@@ -162,10 +196,7 @@ class TextMelDataset(Dataset):
 
     def _compute_mel(self, audio_path: Path) -> torch.Tensor:
         wav = load_wav(audio_path, self.hp.sampling_rate)
-        # The STFT reflect-pads by filter_length / 2, which needs more samples than that.
-        if len(wav) <= self.hp.filter_length // 2:
-            raise AudioError(f"{audio_path}: {len(wav)} samples, too short for "
-                             f"filter_length={self.hp.filter_length}")
+        _check_length(audio_path, len(wav), self.hp)
         with torch.no_grad():
             return self.mel_spectrogram(torch.from_numpy(wav))
 

@@ -24,9 +24,11 @@ from typing import Any
 
 import optuna
 
+from tuner_core.check import NotReady, require_ready
 from tuner_core.config import Config, ConfigError, load_config
 from tuner_core.runner import PROJECT_ROOT, TrialListener
 from tuner_core.study import (
+    StorageUnavailable,
     StudyNotFound,
     create_study,
     default_study_name,
@@ -44,8 +46,8 @@ from tuner_core.summary import (
     trials_list,
 )
 
-__all__ = ["Config", "ConfigError", "SmartTuner", "StudyNotFound", "TrialListener",
-           "load_config"]
+__all__ = ["Config", "ConfigError", "NotReady", "SmartTuner", "StorageUnavailable",
+           "StudyNotFound", "TrialListener", "load_config"]
 
 
 class SmartTuner:
@@ -64,7 +66,9 @@ class SmartTuner:
 
         Returns ``best_parameters``, ``best_value``, ``best_trial``, ``n_trials``,
         ``study_name``, ``states`` (trial counts per state) and ``end_reason``.
+        Raises :class:`NotReady` when the dataset, storage or MLflow store cannot work.
         """
+        require_ready(self.config)
         study = create_study(self.config, study_name, n_trials)
         run_worker(self.config, study, listener)
         return result_summary(study)
@@ -74,8 +78,10 @@ class SmartTuner:
         """Create a study and run it in a new local worker process; (name, process).
 
         The worker outlives its caller (its own session), so a restarted bot finds
-        the study still running.
+        the study still running. Raises :class:`NotReady` (one line) when the dataset,
+        storage or MLflow store cannot work; nothing is created then.
         """
+        require_ready(self.config)
         study = create_study(self.config, study_name or default_study_name(self.config),
                              n_trials)
         log_file = log_file or self.config.state_dir / "logs" / f"{study.study_name}.out"

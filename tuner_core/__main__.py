@@ -22,11 +22,13 @@ from tqdm import tqdm
 
 from train.arguments import positive_int, program_name
 from tuner_core import SmartTuner
+from tuner_core.check import NotReady, require_ready
 from tuner_core.config import CONFIG_HELP, ConfigError, default_config_path
 from tuner_core.logs import setup_logging
 from tuner_core.runner import TrialListener
 from tuner_core.search_space import describe
 from tuner_core.study import (
+    StorageUnavailable,
     StudyNotFound,
     create_study,
     load_study,
@@ -107,6 +109,7 @@ def cmd_tune(tuner: SmartTuner, args: argparse.Namespace) -> int:
     same storage can join the study with "worker --study NAME".
     """
     config = tuner.config
+    require_ready(config)
     study = create_study(config, args.study, args.trials)
     print(f"study {study.study_name} on {config.storage_shown}")
     for line in describe(config.hyperparameter_search_space):
@@ -120,6 +123,7 @@ def cmd_worker(tuner: SmartTuner, args: argparse.Namespace) -> int:
     Together, the study's workers run exactly its trial budget; a worker whose trials
     are done stays until the others' trials end, to retry any whose worker dies.
     """
+    require_ready(tuner.config)
     return _work(tuner, load_study(tuner.config, args.study), args)
 
 
@@ -131,11 +135,16 @@ def _work(tuner: SmartTuner, study: optuna.Study, args: argparse.Namespace) -> i
     finally:
         if bars:
             bars.close()
-    print_result(result_summary(study))
+    result = result_summary(study)
+    print_result(result)
     if tuner.config.mlflow.enabled:
         from tuner_core.tracking import mlflow_ui_command  # the worker has loaded MLflow
 
         print(f"MLflow UI: {mlflow_ui_command(tuner.config)}")
+    if set(result["states"]) == {"FAIL"}:
+        print(f"error: every trial of study {study.study_name} failed; the trials command "
+              "shows why", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -384,10 +393,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     quiet_console = args.command in ("tune", "worker") and not args.quiet
-    setup_logging(tuner.config.state_dir, verbose=args.verbose, console=not quiet_console)
+    if args.command != "check":  # which writes nothing, not even into the state folder
+        setup_logging(tuner.config.state_dir, verbose=args.verbose, console=not quiet_console)
     try:
         return COMMANDS[args.command](tuner, args)
-    except StudyNotFound as exc:
+    except (StudyNotFound, StorageUnavailable, NotReady) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from tuner_core.config import Config
 
 Check = tuple[str, bool, str]
 
 
+class NotReady(RuntimeError):
+    """A study that cannot work with this config; the message is one line saying why."""
+
+
 def run_checks(config: Config) -> Iterator[Check]:
-    """(name, passed, detail) for each component; the config is valid if we got here."""
+    """(name, passed, detail) for each component; the config is valid if we got here.
+
+    Nothing is written: a store that does not exist yet is reported as new, and created
+    by the first study.
+    """
     yield "config", True, f"experiment {config.experiment_name}"
     yield _dataset(config)
     yield _storage(config)
@@ -20,43 +30,90 @@ def run_checks(config: Config) -> Iterator[Check]:
     yield _bot_token(config)
 
 
+def require_ready(config: Config) -> None:
+    """Refuse (:class:`NotReady`) a study whose dataset, storage or MLflow store cannot
+    work, before anything of it is created; the first problem found says why."""
+    for check in (_dataset, _storage, _mlflow):
+        name, passed, detail = check(config)
+        if not passed:
+            raise NotReady(f"{name}: {detail}")
+
+
 def _dataset(config: Config) -> Check:
-    from train.audio import AudioError, load_wav
-    from train.data import DataError, read_utterances
+    from train.data import DataError, check_corpus
     from train.hparams import HParams
 
-    hp = HParams.from_overrides(config.fixed_hparams)
     try:
-        utterances = read_utterances(config.dataset_path)
-        load_wav(utterances[0].audio_path, hp.sampling_rate)
-    except (DataError, AudioError) as exc:
+        count = check_corpus(config.dataset_path, HParams.from_overrides(config.fixed_hparams))
+    except DataError as exc:
         return "dataset", False, str(exc)
-    return "dataset", True, f"{len(utterances)} utterances in {config.dataset_path}"
+    return "dataset", True, f"{count} utterances in {config.dataset_path}"
 
 
 def _storage(config: Config) -> Check:
     import optuna
 
-    from tuner_core.study import open_storage
+    from tuner_core.study import StorageUnavailable, open_storage
 
+    new = _new_sqlite_file(config.storage_url)
+    if new is not None:
+        return "storage", *new
     try:
         studies = optuna.get_all_study_summaries(open_storage(config))
-    except Exception as exc:  # any driver error means "not reachable"; show it
-        return "storage", False, f"{config.storage_shown}: {exc}"
+    except StorageUnavailable as exc:
+        return "storage", False, str(exc)
     return "storage", True, f"{config.storage_shown} ({len(studies)} studies)"
 
 
 def _mlflow(config: Config) -> Check:
     if not config.mlflow.enabled:
         return "mlflow", True, "disabled"
+    uri = config.tracking_uri
+    new = _new_sqlite_file(uri)
+    if new is not None:
+        return "mlflow", *new
     from tuner_core.tracking import mlflow_client
 
-    uri = config.tracking_uri
     try:
-        mlflow_client(config).search_experiments(max_results=1)
+        with _answer_within_seconds():
+            mlflow_client(config).search_experiments(max_results=1)
     except Exception as exc:  # a server down, a refused login: show it
-        return "mlflow", False, f"{uri}: {exc}"
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return "mlflow", False, f"{uri}: {cause}"
     return "mlflow", True, uri
+
+
+def _new_sqlite_file(url: str) -> tuple[bool, str] | None:
+    """(passed, detail) for a SQLite database that does not exist yet, without creating
+    it: whether it can be; None for one that exists, or another kind of store."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    if path.exists():
+        return None
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        return False, f"{url}: cannot be created ({folder} is not a writable folder)"
+    return True, f"{url} (new: the first study creates it)"
+
+
+@contextlib.contextmanager
+def _answer_within_seconds() -> Iterator[None]:
+    """MLflow retries a request to a server for minutes by default (right for a worker
+    riding out an outage, wrong for a check): here it tries once, for 5 seconds."""
+    settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _torch() -> Check:
