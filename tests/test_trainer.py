@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 from tests.conftest import TEST_HPARAMS, hparams_arg
-from train.checkpoint import load_checkpoint
+from train.checkpoint import CheckpointError, load_checkpoint
 from train.events import EXIT_DIVERGED, parse
 from train.hparams import HParams
 from train.trainer import Trainer
@@ -209,3 +210,81 @@ def test_no_usable_checkpoint_is_an_error_naming_it_not_a_fresh_start(corpus, me
     assert proc.returncode == 2 and not events
     assert f"{tmp_path / 'last.pt'}: unreadable checkpoint" in proc.stderr
     assert "the previous one too" in proc.stderr
+
+
+def run_in_process(hp: HParams, corpus: Path, out: Path, mel_cache: Path, capsys,
+                   resume: Path | None = None) -> list[dict]:
+    """Train in this process (no signal handlers); the events it emitted."""
+    Trainer(hp, corpus, out, cache_dir=mel_cache, resume=resume).run()
+    return [parse(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_a_run_stopped_mid_epoch_resumes_at_the_next_batch(corpus, mel_cache, tmp_path,
+                                                           monkeypatch, capsys):
+    monkeypatch.setattr(Trainer, "_install_signal_handlers", lambda self: None)
+    hp = HParams.from_overrides({**TEST_HPARAMS, "epochs": 2})  # 2 batches per epoch
+    (straight,) = of_kind(run_in_process(hp, corpus, tmp_path / "straight", mel_cache,
+                                         capsys), "validation")[-1:]
+
+    real_step = Trainer.train_step
+
+    def stopped_after_step_3(self, batch):
+        real_step(self, batch)
+        if self.step == 3:  # the first batch of epoch 2
+            self._stop_signal = signal.SIGTERM
+
+    monkeypatch.setattr(Trainer, "train_step", stopped_after_step_3)
+    events = run_in_process(hp, corpus, tmp_path / "split", mel_cache, capsys)
+    assert events[-1]["status"] == "stopped" and events[-1]["step"] == 3
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    events = run_in_process(hp, corpus, tmp_path / "split", mel_cache, capsys,
+                            resume=tmp_path / "split" / "last.pt")
+    (resumed,) = of_kind(events, "validation")
+    # The optimiser stepped 4 times in all, as in the uninterrupted run, not 5.
+    assert (resumed["epoch"], resumed["step"]) == (straight["epoch"], straight["step"]) == (2, 4)
+    assert resumed["val_loss"] == pytest.approx(straight["val_loss"], rel=1e-4)
+    assert resumed["train_loss"] == pytest.approx(straight["train_loss"], rel=1e-4)
+
+
+def test_after_a_fallback_the_next_save_keeps_the_good_previous_checkpoint(
+        corpus, mel_cache, tmp_path):
+    run_train(corpus, tmp_path, mel_cache, "--hparams", hparams_arg(epochs=2))
+    last, previous = tmp_path / "last.pt", tmp_path / "last.prev.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # a copy cut short
+    events, _ = run_train(corpus, tmp_path, mel_cache, "--resume", str(last),
+                          "--hparams", "epochs=2")
+    assert events[0]["resumed_from"] == str(previous)
+    # Epoch 2 was trained again and saved: last.pt is good, and so is its fallback.
+    assert load_checkpoint(last)["epoch"] == 2
+    assert load_checkpoint(previous)["epoch"] == 1
+    assert (tmp_path / "last.damaged.pt").stat().st_size == 1000
+
+
+def test_changing_a_model_size_on_resume_is_one_line_naming_it(corpus, mel_cache, tmp_path):
+    run_train(corpus, tmp_path, mel_cache, "--hparams", hparams_arg(epochs=1))
+    _, proc = run_train(corpus, tmp_path, mel_cache, "--resume", str(tmp_path / "last.pt"),
+                        "--hparams", "epochs=2,encoder_embedding_dim=64,learning_rate=1e-4",
+                        check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if "ERROR" in line]
+    assert "a resumed run cannot change the model's size: encoder_embedding_dim " \
+           "(checkpoint 32, now 64)" in line
+    assert "learning_rate" not in line
+
+
+def test_a_full_disk_is_named_with_the_file_it_could_not_write(corpus, mel_cache, tmp_path,
+                                                              monkeypatch):
+    from train import checkpoint
+
+    real_save = torch.save
+
+    def save_on_a_full_disk(state, file):
+        with open("/dev/full", "wb") as full:  # every write: ENOSPC
+            real_save(state, full)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save_on_a_full_disk)
+    with pytest.raises(CheckpointError) as error:
+        checkpoint.save_checkpoint(tmp_path / "last.pt", {"model": torch.zeros(100_000)})
+    assert str(error.value) == (f"{tmp_path / 'last.pt'}: cannot write the checkpoint: "
+                                f"the disk is full ({tmp_path} has no space left)")
+    assert list(tmp_path.iterdir()) == []

@@ -7,9 +7,11 @@ loss so far, the hyperparameters, and the random-number-generator states.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +42,29 @@ def save_checkpoint(path: Path, state: dict[str, Any], keep_previous: bool = Fal
     fallback for a resume should ``path`` itself be damaged later (a full disk, a copy
     cut short).
     """
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())  # on disk before the rename, so a power cut keeps one of the two
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the rename: a power cut keeps one of two
+        except (OSError, RuntimeError) as error:
+            # torch reports a failed write as a RuntimeError of its C++ writer, naming no file.
+            # Said here, while the partial file still takes its space.
+            raise CheckpointError(f"{path}: cannot write the checkpoint: "
+                                  f"{_why(error, path)}") from error
         if keep_previous and path.exists():
             os.replace(path, previous_path(path))
     return path
+
+
+def _why(error: BaseException, path: Path) -> str:
+    """Why writing ``path`` failed, in words: above all, a full disk."""
+    errors = (error, error.__cause__, error.__context__)
+    if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in errors) or (
+            shutil.disk_usage(path.parent).free == 0):
+        return f"the disk is full ({path.parent} has no space left)"
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -11,14 +11,15 @@ event lines of :mod:`train.events` (stdout) and a human log (stderr and
   :data:`train.events.EXIT_DIVERGED` and ``best.pt`` is left as it was.
 
 Resuming (``resume=CKPT``) restores model, optimizer, scheduler, RNG states and
-the position, and continues with the epoch after the last completed one (an
-epoch interrupted half-way is trained again from its start). A warm start
+the position, and continues at the batch after the last one trained (an epoch's
+order is seeded, so the same), as an uninterrupted run would. A warm start
 (``warm_start=CKPT``, :mod:`train.warm_start`) takes only a model's weights; a
 resume wins over it.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -34,7 +35,13 @@ import torch
 
 from train import artifacts, figures
 from train.alignment import focus_score, gate_accuracy
-from train.checkpoint import load_resumable, restore_rng_states, rng_states, save_checkpoint
+from train.checkpoint import (
+    CheckpointError,
+    load_resumable,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
 from train.data import Batch, DataError, make_loaders
 from train.events import EXIT_DIVERGED, emit
 from train.hparams import HParams
@@ -74,6 +81,10 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
+    # Batches of the epoch in progress trained so far (0 between epochs). Checkpoints keep
+    # it, so a resume goes on at the next batch: the epoch's order is seeded, hence the same.
+    epoch_batches = 0
+
     def __init__(self, hp: HParams, data: Path, run_dir: Path, cache_dir: Path | None = None,
                  resume: Path | None = None, warm_start: Path | None = None,
                  ignore_layers: Sequence[str] = ()):
@@ -141,17 +152,19 @@ class Trainer:
     def _train(self, started: float) -> tuple[str, str]:
         self.model.train()
         for epoch in range(self.epoch + 1, self.hp.epochs + 1):
-            # A per-epoch seed makes the shuffle independent of where a run resumed.
+            # A per-epoch seed makes the shuffle independent of where a run resumed; a
+            # resumed epoch skips the batches it had trained (they are loaded, not trained).
             self.train_loader.generator.manual_seed(self.hp.seed + epoch)
-            for batch in self.train_loader:
+            for batch in itertools.islice(self.train_loader, self.epoch_batches, None):
                 self.train_step(batch.to(self.device))
+                self.epoch_batches += 1
                 self.seconds = time.perf_counter() - started
                 if self._stop_signal is not None:
                     self._save("last", self.epoch)
                     return "stopped", f"signal {signal.Signals(self._stop_signal).name}"
                 if self.hp.val_every_steps and self.step % self.hp.val_every_steps == 0:
                     self._validate_and_checkpoint(epoch, started, epoch_end=False)
-            self.epoch = epoch
+            self.epoch, self.epoch_batches = epoch, 0
             # With step-based validation, the last epoch still ends with one, unless its
             # last step has just been validated.
             if not self.hp.val_every_steps or (epoch == self.hp.epochs and self._train_losses):
@@ -224,8 +237,8 @@ class Trainer:
         is_best = result.loss < self.best_val_loss
         if is_best:
             self.best_val_loss = result.loss
-        # Mid-epoch validations record the previous epoch as completed, so a resume
-        # retrains the current one from its start.
+        # Mid-epoch validations record the previous epoch as completed and the batches
+        # trained of this one (epoch_batches), where a resume goes on.
         completed = epoch if epoch_end else epoch - 1
         self._save("last", completed, val_loss=result.loss, is_best=is_best)
         if is_best:
@@ -245,7 +258,11 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "epoch": completed_epochs,
+            "epoch_batches": self.epoch_batches,
             "step": self.step,
+            # The means of the next validation event take in the steps before a resume too.
+            "train_losses": self._train_losses,
+            "grad_norms": self._grad_norms,
             "best_val_loss": self.best_val_loss,
             "val_loss": val_loss,
             "hparams": self.hp.to_dict(),
@@ -257,16 +274,55 @@ class Trainer:
 
     def _restore(self) -> str:
         state, source = load_resumable(self.resume, map_location=self.device)
-        self.model.load_state_dict(state["model"])
+        saved = HParams.from_dict(state["hparams"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as error:  # a size mismatch, a missing or unexpected layer
+            raise CheckpointError(f"{source}: {self._model_change(saved, state['model'])}"
+                                  ) from error
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state.get("scaler", {}))
-        self._apply_changed_hparams(HParams.from_dict(state["hparams"]))
+        self._apply_changed_hparams(saved)
         self.epoch, self.step = state["epoch"], state["step"]
+        # Checkpoints from before the batch position was kept resume at the epoch's start.
+        self.epoch_batches = state.get("epoch_batches", 0)
+        self._train_losses[:] = state.get("train_losses", [])
+        self._grad_norms[:] = state.get("grad_norms", [])
         self.best_val_loss = state["best_val_loss"]
         restore_rng_states(state["rng"])
-        log.info("resumed from %s at epoch %d, step %d", source, self.epoch, self.step)
+        if source != self.resume and (
+                self.resume.resolve() == self._checkpoint_path("last").resolve()):
+            # The next save would keep the damaged file as the fallback, over the good one.
+            damaged = self.resume.with_suffix(".damaged.pt")
+            self.resume.replace(damaged)
+            log.warning("moved the damaged %s aside to %s", self.resume.name, damaged.name)
+        log.info("resumed from %s at epoch %d, batch %d of the next, step %d", source,
+                 self.epoch, self.epoch_batches, self.step)
         return str(source)
+
+    def _model_change(self, saved: HParams, weights: dict[str, torch.Tensor]) -> str:
+        """Which hyperparameters make this run's model unlike the checkpoint's, in words."""
+        checkpoint = {name: tuple(tensor.shape) for name, tensor in weights.items()}
+        before = saved.to_dict()
+        changed = [name for name, value in self.hp.to_dict().items() if before[name] != value]
+        culprits = []
+        for name in changed:  # one at a time, on the meta device: no memory, no compute
+            try:
+                with torch.device("meta"):
+                    model = Tacotron2(HParams.from_overrides({name: getattr(self.hp, name)},
+                                                             base=saved))
+                unlike = {key: tuple(t.shape) for key, t in model.state_dict().items()
+                          } != checkpoint
+            except (ValueError, RuntimeError):  # not a valid model with the others
+                unlike = True
+            if unlike:
+                culprits.append(f"{name} (checkpoint {getattr(saved, name)}, "
+                                f"now {getattr(self.hp, name)})")
+        if not culprits:
+            return "the checkpoint's model does not fit these hyperparameters"
+        return (f"a resumed run cannot change the model's size: {', '.join(culprits)}; "
+                "keep the checkpoint's value or start a new run")
 
     def _apply_changed_hparams(self, saved: HParams) -> None:
         """Let a resumed run take new optimiser settings (the tuner's adaptations).

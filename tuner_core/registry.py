@@ -23,7 +23,9 @@ Retention keeps the disk in check: after each trial, only the top ``registry.kee
 complete trials of the study keep their checkpoints (``*.pt`` in their run folders).
 Trials with a registered version (the champion among them) keep theirs; so do trials still
 running, failed trials whose retry will resume from their last checkpoint, and trials
-stopped on request.
+stopped on request. Any other failed trial keeps its last checkpoint (``last.pt`` and its
+fallback), to be resumed by hand. A trial whose best checkpoint is deleted has its
+``best_checkpoint`` attribute cleared: no attribute points at a deleted file.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 
 import mlflow
 import optuna
+import sqlalchemy
 import yaml
 from mlflow.entities.model_registry import ModelVersion
 from optuna.study import StudyDirection
@@ -47,7 +50,9 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner_core.config import Config
 from tuner_core.retries import retried_from
 from tuner_core.runner import HISTORY_METRICS, Outcome, TrialListener
+from tuner_core.study import open_storage
 from tuner_core.tracking import TRIAL_RUN_ATTR, mlflow_client
+from tuner_core.trial_records import amend_user_attrs
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,8 @@ MODEL_DIR = "model"  # in a trial's run: the registered files
 CHECKPOINT_FILE = "best.pt"
 HPARAMS_FILE = "hparams.json"
 VERSION_ATTR = "registered_version"
+# The trainer's last checkpoint and its fallback (train.checkpoint.previous_path).
+RESUMABLE = ("last.pt", "last.prev.pt")
 
 
 class RegistryError(LookupError):
@@ -337,14 +344,20 @@ def enforce_retention(config: Config, study: optuna.Study,
     keep |= {t.number for t in active}
     # A retry resumes from the last checkpoint of the trial it retries.
     keep |= {number for t in active if (number := retried_from(t)) is not None}
-    deleted = []
+    deleted: list[Path] = []
     for trial in trials.values():
         run_dir = trial.user_attrs.get("run_dir")
         if trial.number in keep or run_dir is None:
             continue
-        for checkpoint in sorted(Path(run_dir).glob("*.pt")):
+        spared = RESUMABLE if trial.state is TrialState.FAIL else ()
+        gone = [path for path in sorted(Path(run_dir).glob("*.pt")) if path.name not in spared]
+        for checkpoint in gone:
             checkpoint.unlink(missing_ok=True)
-            deleted.append(checkpoint)
+        deleted += gone
+        best = trial.user_attrs.get("best_checkpoint")
+        if best is not None and Path(best) in gone:
+            amend_user_attrs(open_storage(config), study.study_name, trial.number,
+                             {"best_checkpoint": None})
     if deleted:
         log.info("retention: deleted %d checkpoints outside the top %d", len(deleted),
                  config.registry.keep_top_k)
@@ -401,7 +414,7 @@ class RegistryListener(TrialListener):
                             type(error).__name__, error)
         try:
             enforce_retention(self.config, trial.study, _as_recorded(trial, state, value))
-        except OSError as error:
+        except (OSError, sqlalchemy.exc.SQLAlchemyError) as error:
             log.warning("retention after trial %d failed: %s", trial.number, error)
 
 
