@@ -370,7 +370,7 @@ def test_criterion_settings_are_validated_by_the_criterion(tmp_path):
         "early_stopping.wait.action: expected 'continue', 'stop', 'prune' or 'adapt', "
         "got 'halt'",
         "early_stopping.wait.metric: expected 'objective', 'val_loss', 'train_loss', "
-        "'val_mel_loss', 'val_gate_loss', 'grad_norm', 'alignment_score' or 'gate_accuracy', "
-        "got 'val_los'",
+        "'val_mel_loss', 'val_gate_loss', 'grad_norm', 'alignment_score', 'attention_focus', "
+        "'attention_progress', 'attention_coverage' or 'stop_rate', got 'val_los'",
         "early_stopping.wait.patience: must be >= 1, got 0",
     ]

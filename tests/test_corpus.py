@@ -50,6 +50,18 @@ def test_wavs_are_speech_of_plausible_length(small_corpus: Path) -> None:
         assert 35 < ms_per_char < 100, f"{clip_id}: {ms_per_char:.0f} ms per character"
 
 
+def test_held_out_sentences_are_not_in_the_corpus_and_are_spoken(small_corpus: Path) -> None:
+    held_out = [line.split("|") for line in
+                (small_corpus / "heldout.csv").read_text(encoding="utf-8").splitlines()]
+    corpus_texts = {text for _, text, _ in read_metadata(small_corpus)}
+    assert [row[0] for row in held_out] == ["HELD-0001", "HELD-0002", "HELD-0003"]
+    for clip_id, text, normalized in held_out:
+        assert text not in corpus_texts and normalized == normalize(text)
+        assert sf.info(small_corpus / "heldout" / f"{clip_id}.wav").duration > 0.5
+    # The corpus itself is what it was before held-out sentences existed.
+    assert [text for _, text, _ in read_metadata(small_corpus)] == generate_sentences(N_CLIPS)
+
+
 def test_same_seed_gives_identical_files(small_corpus: Path, tmp_path: Path) -> None:
     again = generate_corpus(tmp_path / "again", N_CLIPS, seed=0)
     names = sorted(p.relative_to(small_corpus) for p in small_corpus.rglob("*") if p.is_file())

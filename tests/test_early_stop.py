@@ -262,7 +262,7 @@ def test_epoch_metrics_from_event_keeps_absent_fields_as_none():
              "val_loss": 0.6, "grad_norm": None, "alignment_score": 0.4}
     metrics = EpochMetrics.from_event(event, objective=0.61)
     assert (metrics.epoch, metrics.objective, metrics.alignment_score) == (3, 0.61, 0.4)
-    assert math.isnan(metrics.grad_norm) and metrics.gate_accuracy is None
+    assert math.isnan(metrics.grad_norm) and metrics.stop_rate is None
     with pytest.raises(ValueError, match="val_loss"):
         EpochMetrics.from_event({"epoch": 1, "step": 1, "train_loss": 1.0}, objective=1.0)
 
@@ -271,27 +271,27 @@ def test_epoch_metrics_from_event_keeps_absent_fields_as_none():
 
 def test_a_new_criterion_class_is_all_it_takes(tmp_path):
     class GateFloor(Criterion):
-        """Prune when the gate (stop token) accuracy stays below a floor."""
+        """Prune when too few free-running decodes stop by the gate."""
 
         type: Literal["gate_floor"] = "gate_floor"
         action: Action = Action.PRUNE
-        min_accuracy: float = 0.5
+        min_rate: float = 0.5
 
         def check(self, history, direction):
-            accuracy = history[-1].value("gate_accuracy")
-            if accuracy is not None and accuracy < self.min_accuracy:
-                return Finding(f"gate_accuracy {accuracy} < {self.min_accuracy}", "check the data")
+            rate = history[-1].value("stop_rate")
+            if rate is not None and rate < self.min_rate:
+                return Finding(f"stop_rate {rate} < {self.min_rate}", "check the data")
             return None
 
     try:
         assert CRITERIA["gate_floor"] is GateFloor
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump({"dataset_path": "data", "early_stopping": {
-            "gate": {"type": "gate_floor", "min_accuracy": 0.8}}}))
+            "gate": {"type": "gate_floor", "min_rate": 0.8}}}))
         criteria = load_config(path, environ={}).early_stopping
-        assert criteria == {"gate": GateFloor(min_accuracy=0.8)}
+        assert criteria == {"gate": GateFloor(min_rate=0.8)}
 
-        history = [epoch(1, 1.0, gate_accuracy=0.9), epoch(2, 1.0, gate_accuracy=0.7)]
+        history = [epoch(1, 1.0, stop_rate=0.9), epoch(2, 1.0, stop_rate=0.7)]
         decision = first_decision(criteria, history)
         assert (decision.criterion, decision.action, decision.epoch) == ("gate", Action.PRUNE, 2)
     finally:

@@ -112,7 +112,7 @@ def test_the_runner_records_anomalies_on_the_trial(tmp_path: Path):
     lines = [{"event": "validation", "time": 0.0, "epoch": epoch, "step": 10 * epoch,
               "train_loss": 1.0 / epoch, "val_loss": 1.1 / epoch, "val_mel_loss": 1.0 / epoch,
               "val_gate_loss": 0.1, "grad_norm": grad_norm, "lr": 1e-3,
-              "alignment_score": 0.5, "gate_accuracy": 0.9, "seconds": float(epoch),
+              "alignment_score": 0.5, "stop_rate": 0.5, "seconds": float(epoch),
               "epoch_end": True}
              for epoch, grad_norm in enumerate(grad_norms, start=1)]
     lines.append({"event": "end", "time": 0.0, "status": "done", "epoch": 9, "step": 90,

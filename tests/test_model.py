@@ -134,7 +134,9 @@ def test_mel_targets_must_fill_whole_decoder_steps() -> None:
 def test_loss_backward_reaches_every_parameter_with_finite_gradients(r: int) -> None:
     model = tiny_model(n_frames_per_step=r)
     text, text_lengths, mel, mel_lengths, gate = padded_batch()
-    loss = Tacotron2Loss()(model(text, text_lengths, mel, mel_lengths), mel, gate)
+    criterion = Tacotron2Loss(HParams(n_frames_per_step=r, guided_attention_weight=1.0))
+    loss = criterion(model(text, text_lengths, mel, mel_lengths), mel, gate, text_lengths,
+                     mel_lengths)
     loss.total.backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None, name
@@ -147,22 +149,21 @@ def test_loss_terms() -> None:
     gate_target = torch.ones(2, 6)
     gate_logits = torch.zeros(2, 6, requires_grad=True)
     perfect = Tacotron2Output(mel, mel, gate_logits, torch.empty(0))
+    lengths = torch.tensor([6, 6])
 
-    terms = Tacotron2Loss()(perfect, mel, gate_target)
-    assert terms.mel.item() == 0.0
+    terms = Tacotron2Loss(HParams())(perfect, mel, gate_target, lengths, lengths)
+    assert terms.mel.item() == 0.0 and terms.guided_attention.item() == 0.0
     torch.testing.assert_close(terms.gate, torch.log(torch.tensor(2.0)))  # BCE of logit 0
     torch.testing.assert_close(terms.total, terms.mel + terms.gate)
 
-    weighted = Tacotron2Loss(gate_pos_weight=3.0)(perfect, mel, gate_target)
+    weighted = Tacotron2Loss(HParams(gate_pos_weight=3.0))(perfect, mel, gate_target, lengths,
+                                                          lengths)
     torch.testing.assert_close(weighted.gate, 3 * terms.gate)  # every target is "stop"
 
     # The loss pulls the outputs towards the targets, never the targets towards the outputs.
     off_by_one = Tacotron2Output(mel.detach() + 1, mel.detach() + 1, gate_logits, torch.empty(0))
-    Tacotron2Loss()(off_by_one, mel, gate_target).total.backward()
+    Tacotron2Loss(HParams())(off_by_one, mel, gate_target, lengths, lengths).total.backward()
     assert mel.grad is None and gate_logits.grad is not None
-
-    with pytest.raises(ValueError, match="gate_pos_weight"):
-        Tacotron2Loss(gate_pos_weight=-1.0)
 
 
 def _force_gate(model: Tacotron2, logit: float) -> None:
@@ -256,13 +257,14 @@ def test_prenet_dropout_stays_on_in_eval_mode() -> None:
 
 def test_a_few_steps_overfit_one_batch() -> None:
     model = tiny_model()
-    criterion = Tacotron2Loss()
+    criterion = Tacotron2Loss(HParams())
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     text, text_lengths, mel, mel_lengths, gate = padded_batch()
     losses = []
     for _ in range(30):
         optimizer.zero_grad()
-        loss = criterion(model(text, text_lengths, mel, mel_lengths), mel, gate).total
+        loss = criterion(model(text, text_lengths, mel, mel_lengths), mel, gate, text_lengths,
+                         mel_lengths).total
         loss.backward()
         optimizer.step()
         losses.append(loss.item())

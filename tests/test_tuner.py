@@ -219,3 +219,20 @@ def test_the_same_code_runs_a_study_on_postgresql(corpus, mel_cache, tmp_path, p
     assert tuner.status("on-postgres")["state"] == "finished"
     assert tuner.studies()[-1]["study_name"] == "on-postgres"
     assert not (tmp_path / "state" / "optuna.db").exists()
+
+
+# torch never takes more threads than cores, so both cases expect fewer than its default.
+@pytest.mark.parametrize(("configured", "cores", "expected"), [(1, 4, 1), (None, 1, 1)])
+def test_each_trainer_gets_the_configured_or_its_share_of_the_threads(
+        corpus, mel_cache, tmp_path, monkeypatch, configured, cores, expected):
+    from tuner_core import runner
+
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: cores)
+    path = write_config(tmp_path, corpus, mel_cache, optimization={"n_trials": 1},
+                        trainer={"threads": configured,
+                                 "hparams": {**TEST_HPARAMS, "epochs": 1}})
+    config = load_config(path)
+    study = create_study(config, "threads", 1)
+    run_worker(config, study, poll_s=0.2)
+    log = (Path(attrs(study.trials[0])["run_dir"]) / "train.log").read_text()
+    assert f"({expected} threads)" in log

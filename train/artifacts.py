@@ -2,31 +2,51 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from train.audio import griffin_lim, save_wav
+from train.free_running import gate_stops
 from train.hparams import HParams
 from train.model import Tacotron2
 from train.text import text_to_sequence
 
+# Decoding stops after this many frames per text token even if the gate never fires:
+# about three times a normal speaking pace (LJSpeech and the demo corpus speak 5-6
+# frames per character), so an untrained model costs seconds, not max_decoder_steps.
+MAX_FRAMES_PER_TOKEN = 18
+
+
+class Speech(NamedTuple):
+    wav: np.ndarray  # Griffin-Lim waveform, at hp.sampling_rate
+    alignment: np.ndarray  # attention (decoder steps, text tokens)
+    stopped: bool  # True when the gate ended it, False when the cap cut it off
+    frames: int  # mel frames spoken
+
 
 @torch.no_grad()
-def synthesize(model: Tacotron2, hp: HParams, text: str) -> tuple[np.ndarray, np.ndarray]:
-    """Speak ``text``: (waveform, alignment) from the model's own predictions."""
+def synthesize(model: Tacotron2, hp: HParams, text: str) -> Speech:
+    """Speak ``text`` from the model's own predictions (free-running, capped)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    ids = torch.tensor([text_to_sequence(text, hp.symbol_set)], dtype=torch.long, device=device)
-    _, mel_postnet, _, alignments = model.infer(ids)
+    ids = torch.tensor([text_to_sequence(text, hp.symbol_set)], dtype=torch.long,
+                       device=device)
+    cap = math.ceil(ids.size(1) * MAX_FRAMES_PER_TOKEN / hp.n_frames_per_step)
+    _, mel_postnet, gate, alignments = model.infer(ids, max_steps=cap)
     model.train(was_training)
-    wav = griffin_lim(mel_postnet[0].float().cpu().numpy(), hp, n_iter=hp.griffin_lim_iters)
-    return wav, alignments[0].float().cpu().numpy()
+    stopped, frames = (int(x[0]) for x in gate_stops(gate, hp.n_frames_per_step,
+                                                      hp.gate_threshold))
+    wav = griffin_lim(mel_postnet[0, :, :frames].float().cpu().numpy(), hp,
+                      n_iter=hp.griffin_lim_iters)
+    steps = frames // hp.n_frames_per_step
+    return Speech(wav, alignments[0, :steps].float().cpu().numpy(), bool(stopped), frames)
 
 
 def write_audio_sample(model: Tacotron2, hp: HParams, path: Path, text: str | None = None) -> Path:
-    wav, _ = synthesize(model, hp, text or hp.test_sentence)
-    save_wav(path, wav, hp.sampling_rate)
+    save_wav(path, synthesize(model, hp, text or hp.test_sentence).wav, hp.sampling_rate)
     return path

@@ -4,6 +4,9 @@
 
     DIR/metadata.csv        DEMO-0001|Dr. Lee paid $5.20.|doctor lee paid five dollars, ...
     DIR/wavs/DEMO-0001.wav  22050 Hz, mono, 16-bit PCM
+    DIR/heldout.csv         HELD-0001|...  sentences that are not in the corpus, with
+    DIR/heldout/HELD-0001.wav              their renderings: what a trained model should
+                                           sound like (and last) on text it never saw
 
 (``id|text|normalized_text``, no header.) The sentences come from templates filled by a seeded
 ``random.Random``, so a given ``n`` and ``seed`` always give the same corpus, audio bytes
@@ -278,6 +281,7 @@ TEMPLATES = (
 )
 
 _DRAWS_PER_SENTENCE = 100  # give up on distinct sentences after this many tries each
+HELD_OUT = 3  # sentences drawn after the corpus's own, kept out of it
 
 
 def _fill(template: str, rng: random.Random) -> str:
@@ -307,23 +311,28 @@ def generate_corpus(out: Path, n: int, seed: int = 0) -> Path:
     """Write ``n`` clips and ``metadata.csv`` into the folder ``out``; return ``out``."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    sentences = generate_sentences(n, seed)
-    wav_dir = out / "wavs"
+    # The same draws as generate_sentences(n, seed), then HELD_OUT more: distinct from them.
+    sentences = generate_sentences(n + HELD_OUT, seed)
+    parts = {"metadata.csv": ("wavs", "DEMO", sentences[:n]),
+             "heldout.csv": ("heldout", "HELD", sentences[n:])}
     try:
-        wav_dir.mkdir(parents=True, exist_ok=True)
+        for folder, _, _ in parts.values():
+            (out / folder).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OSError(f"cannot write the corpus to {out}: {err.strerror}") from err
-    rows = []
-    with Espeak() as speaker:
+    with Espeak() as speaker, tqdm(total=len(sentences), desc="synthesising", unit="clip") as bar:
         if speaker.sample_rate != SAMPLE_RATE:
             raise RuntimeError(f"espeak-ng speaks at {speaker.sample_rate} Hz, not {SAMPLE_RATE}")
-        for number, text in enumerate(tqdm(sentences, desc="synthesising", unit="clip"), 1):
-            clip_id = f"DEMO-{number:04d}"
-            normalized = normalize(text)
-            samples = trim_silence(speaker.synthesize(normalized))
-            sf.write(wav_dir / f"{clip_id}.wav", samples, SAMPLE_RATE, subtype="PCM_16")
-            rows.append(f"{clip_id}|{text}|{normalized}\n")
-    (out / "metadata.csv").write_text("".join(rows), encoding="utf-8")
+        for table, (folder, prefix, texts) in parts.items():
+            rows = []
+            for number, text in enumerate(texts, 1):
+                clip_id = f"{prefix}-{number:04d}"
+                normalized = normalize(text)
+                samples = trim_silence(speaker.synthesize(normalized))
+                sf.write(out / folder / f"{clip_id}.wav", samples, SAMPLE_RATE, subtype="PCM_16")
+                rows.append(f"{clip_id}|{text}|{normalized}\n")
+                bar.update()
+            (out / table).write_text("".join(rows), encoding="utf-8")
     return out
 
 

@@ -8,13 +8,18 @@ seconds). The kinds and their fields:
 ``start``
     ``run_dir``, ``device``, ``pid``, ``hparams`` (the full, validated set),
     ``n_train``, ``n_val`` (utterances), ``epoch``, ``step`` (where training starts:
-    0, or the resumed position), ``resumed_from`` (checkpoint path or null).
+    0, or the resumed position), ``resumed_from`` (checkpoint path or null),
+    ``threads`` (torch's CPU threads; ``OMP_NUM_THREADS`` sets them).
 ``validation``
     ``epoch`` (1-based, the epoch being trained), ``step`` (optimizer steps so far),
     ``train_loss`` (mean over the steps since the previous validation),
-    ``val_loss``, ``val_mel_loss``, ``val_gate_loss``, ``grad_norm`` (mean
-    pre-clipping norm since the previous validation), ``lr``,
-    ``alignment_score`` and ``gate_accuracy`` (see :mod:`train.alignment`),
+    ``val_loss``, ``val_mel_loss``, ``val_gate_loss`` (``train_loss`` and ``val_loss``
+    are mel + gate, without the guided-attention term, which is
+    ``val_guided_attention_loss``), ``grad_norm`` (mean pre-clipping norm since the
+    previous validation), ``lr``, ``alignment_score`` and its components
+    ``attention_focus``, ``attention_progress``, ``attention_coverage`` (see
+    :mod:`train.alignment`), ``stop_rate`` and ``length_ratio`` (null when no
+    utterance is decoded free-running; see :mod:`train.free_running`),
     ``seconds`` (training compute time of this run so far, validation included,
     excluding start-up) and ``epoch_end`` (whether this validation closes an epoch).
 ``checkpoint``

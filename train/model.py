@@ -291,21 +291,22 @@ class Decoder(nn.Module):
         outputs = [self.step(frame, state) for frame in prenet_out]
         return self._to_frame_rate(outputs)
 
-    def infer(self, memory: Tensor,
-              memory_lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def infer(self, memory: Tensor, memory_lengths: Tensor, max_steps: int | None = None
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Free-running decoding until every utterance's gate fires or the step cap.
 
-        Returns mel, gate, alignments as :meth:`forward`, plus the number of decoder
-        steps each utterance took (B,); later frames of an utterance are meaningless.
+        The cap is ``max_steps`` when given (at most ``max_decoder_steps``). Returns mel,
+        gate, alignments as :meth:`forward`, plus the number of decoder steps each
+        utterance took (B,); later frames of an utterance are meaningless.
         """
+        cap = min(max_steps or self.max_decoder_steps, self.max_decoder_steps)
         batch = memory.size(0)
         state = self.initial_state(memory, memory_lengths)
         frame = memory.new_zeros(batch, self.n_mel)  # the "go" frame
-        n_steps = torch.full((batch,), self.max_decoder_steps, dtype=torch.long,
-                             device=memory.device)
+        n_steps = torch.full((batch,), cap, dtype=torch.long, device=memory.device)
         stopped = torch.zeros(batch, dtype=torch.bool, device=memory.device)
         outputs = []
-        for step in range(self.max_decoder_steps):
+        for step in range(cap):
             frames, gate, weights = self.step(self.prenet(frame), state)
             outputs.append((frames, gate, weights))
             fires = torch.sigmoid(gate.squeeze(1)) > self.gate_threshold
@@ -314,10 +315,10 @@ class Decoder(nn.Module):
             if bool(stopped.all()):
                 break
             frame = frames[:, -self.n_mel:]  # the last of this step's r frames
-        if not bool(stopped.all()):
+        if not bool(stopped.all()) and cap == self.max_decoder_steps:
             logger.warning("decoding hit max_decoder_steps=%d before the gate fired "
                            "(%d of %d utterances); the output is cut off",
-                           self.max_decoder_steps, int((~stopped).sum()), batch)
+                           cap, int((~stopped).sum()), batch)
         return (*self._to_frame_rate(outputs), n_steps)
 
     def _to_frame_rate(self, outputs: list[tuple[Tensor, Tensor, Tensor]]
@@ -359,17 +360,20 @@ class Tacotron2(nn.Module):
         return self._with_postnet(mel, gate, alignments, padding if self.mask_padding else None)
 
     @torch.no_grad()
-    def infer(self, text_ids: Tensor, input_lengths: Tensor | None = None) -> Tacotron2Output:
+    def infer(self, text_ids: Tensor, input_lengths: Tensor | None = None,
+              max_steps: int | None = None) -> Tacotron2Output:
         """Synthesise from ``text_ids`` (B, T_in); call ``model.eval()`` first.
 
         ``input_lengths`` defaults to the full width (right for B=1). In a batch, an
         utterance's frames after its gate fired are zero, and its gate logits there
         are large, so ``sigmoid(gate) > gate_threshold`` marks where each one ends.
+        ``max_steps`` caps the decoder below ``max_decoder_steps`` (see
+        :meth:`Decoder.infer`).
         """
         if input_lengths is None:
             input_lengths = torch.full((text_ids.size(0),), text_ids.size(1), dtype=torch.long)
         memory = self.encoder(self.embedding(text_ids).transpose(1, 2), input_lengths)
-        mel, gate, alignments, n_steps = self.decoder.infer(memory, input_lengths)
+        mel, gate, alignments, n_steps = self.decoder.infer(memory, input_lengths, max_steps)
         padding = padding_mask(n_steps * self.r, mel.size(2))
         # Blank the frames after each utterance's stop before the postnet convolves over them.
         mel = mel.masked_fill(padding.unsqueeze(1), 0.0)

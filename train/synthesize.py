@@ -2,6 +2,13 @@
 
     python -m train.synthesize --checkpoint RUN_DIR/best.pt --text "Hello there." --out out.wav
     python -m train.synthesize --checkpoint models:/NAME@champion --tracking-uri URI ...
+    python -m train.synthesize --checkpoint best.pt --held-out CORPUS --out FOLDER
+
+Each sentence is reported with how it ended (the stop gate fired, or decoding was cut
+off at about three times a normal pace), its length and its attention's
+``alignment_score`` (see :mod:`train.alignment`). ``--reference WAV`` (or, with
+``--held-out``, the corpus's own rendering of each held-out sentence) adds the length
+ratio to it: a model that speaks stops by the gate within a few tenths of the reference.
 
 ``--checkpoint`` also takes a model version registered in MLflow by the tuner,
 ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` (a folder holding ``best.pt``), looked
@@ -18,9 +25,11 @@ import os
 import sys
 from pathlib import Path
 
+import soundfile as sf
 import torch
 
-from train.artifacts import synthesize
+from train.alignment import utterance_alignment
+from train.artifacts import Speech, synthesize
 from train.audio import save_wav
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.hparams import HParams
@@ -54,6 +63,27 @@ def registered_checkpoint(uri: str, tracking_uri: str | None) -> Path:
     return Path(folder) / "best.pt"
 
 
+def held_out_sentences(corpus: Path) -> list[tuple[str, Path]]:
+    """(text, reference WAV) of each line of ``corpus/heldout.csv`` (see train.corpus)."""
+    table = corpus / "heldout.csv"
+    if not table.is_file():
+        raise CheckpointError(f"{table}: no held-out sentences (train.corpus writes them)")
+    rows = [line.split("|") for line in table.read_text(encoding="utf-8").splitlines() if line]
+    return [(row[1], corpus / "heldout" / f"{row[0]}.wav") for row in rows]
+
+
+def describe(speech: Speech, hp: HParams, reference: Path | None) -> str:
+    """One line: how the sentence ended, its length (against the reference) and alignment."""
+    seconds = speech.frames * hp.hop_length / hp.sampling_rate
+    ending = "stopped by the gate" if speech.stopped else "cut off (the gate never fired)"
+    line = f"{ending} after {seconds:.2f} s"
+    if reference is not None:
+        expected = sf.info(reference).duration
+        line += f" (reference {expected:.2f} s, ratio {seconds / expected:.2f})"
+    score = utterance_alignment(torch.from_numpy(speech.alignment)).score
+    return f"{line}; alignment score {score:.2f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.synthesize", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,8 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
                         help="the MLflow store of a models:/ checkpoint "
                              "(default: $MLFLOW_TRACKING_URI)")
-    parser.add_argument("--text", required=True)
-    parser.add_argument("--out", type=Path, required=True, help="WAV file to write")
+    sentences = parser.add_mutually_exclusive_group(required=True)
+    sentences.add_argument("--text", help="the sentence to speak")
+    sentences.add_argument("--held-out", type=Path, metavar="CORPUS",
+                           help="speak the held-out sentences of a corpus made by train.corpus")
+    parser.add_argument("--reference", type=Path, help="a WAV of --text to compare lengths with")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="WAV file to write (a folder with --held-out)")
     parser.add_argument("--seed", type=int, default=0, help="the prenet's dropout is random")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -71,12 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = (registered_checkpoint(args.checkpoint, args.tracking_uri)
                       if args.checkpoint.startswith("models:/") else Path(args.checkpoint))
         model, hp = load_model(checkpoint)
+        jobs = ([(args.text, args.reference, args.out)] if args.text else
+                [(text, reference, args.out / f"{reference.stem}.wav")
+                 for text, reference in held_out_sentences(args.held_out)])
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    wav, _ = synthesize(model, hp, args.text)
-    save_wav(args.out, wav, hp.sampling_rate)
-    print(f"wrote {args.out} ({len(wav) / hp.sampling_rate:.2f} s)")
+    for text, reference, out in jobs:
+        speech = synthesize(model, hp, text)
+        save_wav(out, speech.wav, hp.sampling_rate)
+        print(f"{text!r}: {describe(speech, hp, reference)}; wrote {out}")
     return 0
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from train import artifacts, figures
-from train.alignment import focus_score, gate_accuracy
+from train.alignment import batch_alignment, mean_alignment
 from train.checkpoint import (
     CheckpointError,
     load_resumable,
@@ -44,6 +44,7 @@ from train.checkpoint import (
 )
 from train.data import Batch, DataError, make_loaders
 from train.events import EXIT_DIVERGED, emit
+from train.free_running import stop_metrics
 from train.hparams import HParams
 from train.loss import Tacotron2Loss
 from train.model import Tacotron2
@@ -62,8 +63,17 @@ class Validation:
     loss: float
     mel_loss: float
     gate_loss: float
+    guided_attention_loss: float
+    attention_focus: float
+    attention_progress: float
+    attention_coverage: float
     alignment_score: float
-    gate_accuracy: float
+    stop_rate: float | None  # None when no utterance is decoded free-running
+    length_ratio: float | None
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def select_device(choice: str) -> torch.device:
@@ -106,7 +116,7 @@ class Trainer:
             log.info("resuming from %s: the warm start from %s is not applied", resume, warm_start)
         elif warm_start:
             warm_start_model(self.model, warm_start, ignore_layers)
-        self.criterion = Tacotron2Loss(hp.gate_pos_weight)
+        self.criterion = Tacotron2Loss(hp)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.learning_rate,
                                           weight_decay=hp.weight_decay, eps=hp.adam_eps)
         self.total_steps = hp.epochs * len(self.train_loader)
@@ -131,8 +141,10 @@ class Trainer:
         self.val_loader.dataset.check()
         emit("start", run_dir=str(self.run_dir), device=str(self.device), pid=os.getpid(),
              hparams=self.hp.to_dict(), n_train=self.n_train, n_val=self.n_val,
-             epoch=self.epoch, step=self.step, resumed_from=resumed_from)
-        log.info("training on %s: %d train / %d val utterances, %d parameters", self.device,
+             epoch=self.epoch, step=self.step, resumed_from=resumed_from,
+             threads=torch.get_num_threads())
+        log.info("training on %s (%d threads): %d train / %d val utterances, %d parameters",
+                 self.device, torch.get_num_threads(),
                  self.n_train, self.n_val, sum(p.numel() for p in self.model.parameters()))
 
         started = time.perf_counter()
@@ -177,10 +189,11 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             output = self.model(batch.text_padded, batch.input_lengths, batch.mel_padded,
                                 batch.output_lengths)
-            terms = self.criterion(output, batch.mel_padded, batch.gate_padded)
-        loss = terms.total.item()
-        if not math.isfinite(loss):
-            raise Diverged(f"train loss is {loss} at step {self.step + 1}")
+            terms = self.criterion(output, batch.mel_padded, batch.gate_padded,
+                                   batch.input_lengths, batch.output_lengths, self.step)
+        if not math.isfinite(terms.total.item()):
+            raise Diverged(f"train loss is {terms.total.item()} at step {self.step + 1}")
+        loss = terms.mel_and_gate.item()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms.total).backward()
         self.scaler.unscale_(self.optimizer)
@@ -198,23 +211,28 @@ class Trainer:
     @torch.no_grad()
     def _validate(self) -> Validation:
         self.model.eval()
-        totals = np.zeros(5)
+        totals = np.zeros(4)
         count = 0
+        alignment = []
         for batch in self.val_loader:
             batch = batch.to(self.device)
             output = self.model(batch.text_padded, batch.input_lengths, batch.mel_padded,
                                 batch.output_lengths)
-            terms = self.criterion(output, batch.mel_padded, batch.gate_padded)
+            terms = self.criterion(output, batch.mel_padded, batch.gate_padded,
+                                   batch.input_lengths, batch.output_lengths, self.step)
             n = batch.text_padded.size(0)
-            totals += n * np.array([
-                terms.total.item(), terms.mel.item(), terms.gate.item(),
-                focus_score(output[3], batch.input_lengths, batch.output_lengths,
-                            self.hp.n_frames_per_step),
-                gate_accuracy(output[2], batch.gate_padded, batch.output_lengths),
-            ])
+            totals += n * np.array([terms.mel_and_gate.item(), terms.mel.item(), terms.gate.item(),
+                                    terms.guided_attention.item()])
             count += n
+            alignment += batch_alignment(output.alignments, batch.input_lengths,
+                                         batch.output_lengths, self.hp.n_frames_per_step)
+        stop = (None, None)
+        if self.hp.free_running_utterances:
+            first = next(iter(self.val_loader)).to(self.device)
+            stop = stop_metrics(self.model, first, self.hp.free_running_utterances,
+                                self.hp.gate_threshold)
         self.model.train()
-        return Validation(*(float(x) for x in totals / count))
+        return Validation(*(float(x) for x in totals / count), *mean_alignment(alignment), *stop)
 
     def _validate_and_checkpoint(self, epoch: int, started: float, epoch_end: bool) -> None:
         result = self._validate()
@@ -228,11 +246,18 @@ class Trainer:
         self._grad_norms.clear()
         emit("validation", epoch=epoch, step=self.step, train_loss=train_loss,
              val_loss=result.loss, val_mel_loss=result.mel_loss, val_gate_loss=result.gate_loss,
-             grad_norm=grad_norm, lr=self.scheduler.lr, alignment_score=result.alignment_score,
-             gate_accuracy=result.gate_accuracy, seconds=self.seconds, epoch_end=epoch_end)
+             val_guided_attention_loss=result.guided_attention_loss, grad_norm=grad_norm,
+             lr=self.scheduler.lr, alignment_score=result.alignment_score,
+             attention_focus=result.attention_focus,
+             attention_progress=result.attention_progress,
+             attention_coverage=result.attention_coverage, stop_rate=result.stop_rate,
+             length_ratio=result.length_ratio, seconds=self.seconds, epoch_end=epoch_end)
         log.info("epoch %d step %d: train %.4f val %.4f (mel %.4f gate %.4f) align %.3f "
-                 "lr %.2e %.1fs", epoch, self.step, train_loss, result.loss, result.mel_loss,
-                 result.gate_loss, result.alignment_score, self.scheduler.lr, self.seconds)
+                 "(focus %.2f progress %.2f coverage %.2f) stop %s length %s lr %.2e %.1fs",
+                 epoch, self.step, train_loss, result.loss, result.mel_loss, result.gate_loss,
+                 result.alignment_score, result.attention_focus, result.attention_progress,
+                 result.attention_coverage, _fmt(result.stop_rate), _fmt(result.length_ratio),
+                 self.scheduler.lr, self.seconds)
 
         is_best = result.loss < self.best_val_loss
         if is_best:
@@ -337,7 +362,15 @@ class Trainer:
             group["weight_decay"] = self.hp.weight_decay
 
     def _write_artifacts(self, epoch: int | None = None) -> None:
+        """Plots and an audio sample for people; a failure here never fails the run."""
         epoch = epoch or self.epoch
+        try:
+            self._render_artifacts(epoch)
+        except Exception as exc:  # e.g. librosa refusing a non-finite mel
+            log.warning("could not write the artifacts of epoch %d: %s: %s", epoch,
+                        type(exc).__name__, exc)
+
+    def _render_artifacts(self, epoch: int) -> None:
         batch = next(iter(self.val_loader)).to(self.device)
         self.model.eval()
         with torch.no_grad():

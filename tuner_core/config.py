@@ -73,7 +73,7 @@ ENVIRONMENT_DEFAULTS: dict[tuple[str, ...], str] = {
 # Numeric fields of the trainer's validation event that measure quality
 # (lr, grad_norm and seconds are reported too, but optimising them makes no sense).
 ObjectiveMetric = Literal["val_loss", "val_mel_loss", "val_gate_loss", "train_loss",
-                          "alignment_score", "gate_accuracy"]
+                          "alignment_score"]
 
 Loc = tuple[str | int, ...]
 Model = TypeVar("Model", bound=BaseModel)
@@ -176,6 +176,9 @@ class TrainerConfig(_Section):
     hparams: Annotated[dict[str, Any], BeforeValidator(_null_as_empty)] = Field(
         default_factory=dict)  # fixed for every trial
     grace_period_s: float = Field(30.0, gt=0)  # between SIGTERM and SIGKILL
+    # Torch threads of each trainer; null: this machine's cores divided by the trainers
+    # working on it.
+    threads: int | None = Field(None, ge=1)
     # Every trial starts from this checkpoint's model weights (python -m train --warm-start),
     # this project's or NVIDIA's; ignore_layers keep their fresh initialisation.
     warm_start: AbsolutePath | None = None

@@ -21,8 +21,8 @@ Conventions shared by all criteria:
 * A metric that is missing (``None``) or not finite (NaN, inf) is never an
   improvement and never a best value; a non-finite *loss* is divergence's business.
 * ``objective`` follows the study direction; the other metrics have a fixed sense:
-  losses and ``grad_norm`` are better lower, ``alignment_score`` and ``gate_accuracy``
-  higher.
+  losses and ``grad_norm`` are better lower, ``alignment_score``, its components and
+  ``stop_rate`` higher.
 """
 
 from __future__ import annotations
@@ -40,9 +40,11 @@ Direction = Literal["minimize", "maximize"]
 
 # The EpochMetrics fields a criterion may watch (epoch, step and lr are not quality).
 Metric = Literal["objective", "val_loss", "train_loss", "val_mel_loss", "val_gate_loss",
-                 "grad_norm", "alignment_score", "gate_accuracy"]
+                 "grad_norm", "alignment_score", "attention_focus", "attention_progress",
+                 "attention_coverage", "stop_rate"]
 
-HIGHER_IS_BETTER = frozenset({"alignment_score", "gate_accuracy"})
+HIGHER_IS_BETTER = frozenset({"alignment_score", "attention_focus", "attention_progress",
+                              "attention_coverage", "stop_rate"})
 
 
 class Action(StrEnum):
@@ -68,7 +70,10 @@ class EpochMetrics:
     grad_norm: float | None = None
     lr: float | None = None
     alignment_score: float | None = None
-    gate_accuracy: float | None = None
+    attention_focus: float | None = None
+    attention_progress: float | None = None
+    attention_coverage: float | None = None
+    stop_rate: float | None = None  # share of free-running decodes that the gate ended
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any], objective: float) -> EpochMetrics:
@@ -90,7 +95,10 @@ class EpochMetrics:
                    objective=objective, val_mel_loss=number("val_mel_loss"),
                    val_gate_loss=number("val_gate_loss"), grad_norm=number("grad_norm"),
                    lr=number("lr"), alignment_score=number("alignment_score"),
-                   gate_accuracy=number("gate_accuracy"))
+                   attention_focus=number("attention_focus"),
+                   attention_progress=number("attention_progress"),
+                   attention_coverage=number("attention_coverage"),
+                   stop_rate=number("stop_rate"))
 
     def value(self, metric: str) -> float | None:
         """The metric's value if it is a finite number, else None."""

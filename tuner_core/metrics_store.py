@@ -50,7 +50,7 @@ def summary(trial: FrozenTrial, metric: str, window: int = 5,
     """``best``, ``best_epoch``, ``last``, ``mean`` and ``trend`` of ``metric``; None if no values.
 
     ``best`` follows the metric's sense (losses lower, ``alignment_score`` and
-    ``gate_accuracy`` higher; ``objective`` the study's ``direction``); on ties the
+    ``stop_rate`` higher; ``objective`` the study's ``direction``); on ties the
     earliest epoch wins. ``trend`` is the least-squares slope of the last ``window``
     values against their epochs, in metric units per epoch: negative means falling,
     positive rising, None when fewer than two distinct epochs are in the window.

@@ -58,7 +58,9 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 # The validation-event fields kept per epoch on the trial ("history", "last_metrics").
 HISTORY_METRICS = ("epoch", "step", "train_loss", "val_loss", "val_mel_loss", "val_gate_loss",
-                   "alignment_score", "gate_accuracy", "grad_norm", "lr", "seconds")
+                   "val_guided_attention_loss", "alignment_score", "attention_focus",
+                   "attention_progress", "attention_coverage", "stop_rate", "length_ratio",
+                   "grad_norm", "lr", "seconds")
 
 
 class TrialCrashed(RuntimeError):
@@ -229,7 +231,7 @@ class TrialRunner:
                    hparams: dict[str, Any], run_dir: Path, resume: Path | None
                    ) -> tuple[Decision | None, TrainerProcess]:
         """Run the trainer until it ends or a decision ends it; the decision, if any."""
-        process = self._start_trainer(hparams, run_dir, resume)
+        process = self._start_trainer(hparams, run_dir, resume, self._threads(trial))
         decision: Decision | None = None
         for event in process.events(self.poll_s):
             if event is None:
@@ -251,8 +253,22 @@ class TrialRunner:
             self.listener.trainer_event(trial, event, objective)
         return decision, process
 
+    def _threads(self, trial: optuna.Trial) -> int:
+        """``trainer.threads``, else this machine's cores shared by its working trainers.
+
+        Torch's default (every core) in several trainers at once oversubscribes the CPU:
+        on 2 cores, two trainers at the default threads ran 3x slower than at one each.
+        """
+        if self.config.trainer.threads is not None:
+            return self.config.trainer.threads
+        host = WORKER.split(":")[0]
+        others = {attrs["worker"] for attrs in (t.user_attrs for t in trial.study.get_trials(
+                      deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+                  if attrs.get("worker", "").startswith(f"{host}:") and attrs["worker"] != WORKER}
+        return max(1, (os.cpu_count() or 1) // (1 + len(others)))
+
     def _start_trainer(self, hparams: dict[str, Any], run_dir: Path,
-                       resume: Path | None) -> TrainerProcess:
+                       resume: Path | None, threads: int) -> TrainerProcess:
         command = [self.config.trainer.python or sys.executable, "-m", "train",
                    "--data", str(self.config.dataset_path), "--out", str(run_dir),
                    "--cache-dir", str(self.config.state_dir / "mel_cache"),
@@ -269,7 +285,8 @@ class TrialRunner:
         env = {**{key: value for key, value in os.environ.items()
                   if key != "TELEGRAM_BOT_TOKEN"},
                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
-                                                           os.environ.get("PYTHONPATH")]))}
+                                                           os.environ.get("PYTHONPATH")])),
+               "OMP_NUM_THREADS": str(threads)}  # torch's intra-op threads
         return TrainerProcess(command, run_dir, cwd=PROJECT_ROOT, env=env)
 
     def _on_validation(self, trial: optuna.Trial, run: _Run, event: dict[str, Any]) -> float:
