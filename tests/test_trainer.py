@@ -145,10 +145,12 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(corpus, me
     assert last["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-4)
 
 
-def test_sigterm_saves_and_stops_within_seconds(corpus, mel_cache, tmp_path):
+@pytest.mark.parametrize("artifacts", ["end", "validation"])
+def test_sigterm_saves_and_stops_within_seconds(corpus, mel_cache, tmp_path, artifacts):
     proc = subprocess.Popen(
         [sys.executable, "-m", "train", "--data", str(corpus), "--out", str(tmp_path),
-         "--cache-dir", str(mel_cache), "--hparams", hparams_arg(epochs=200)],
+         "--cache-dir", str(mel_cache), "--hparams", hparams_arg(epochs=200,
+                                                                  artifacts=artifacts)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     events = []
     for line in proc.stdout:
@@ -162,6 +164,25 @@ def test_sigterm_saves_and_stops_within_seconds(corpus, mel_cache, tmp_path):
     assert end["event"] == "end" and end["status"] == "stopped" and "SIGTERM" in end["reason"]
     assert end["epoch"] < 200
     assert load_checkpoint(tmp_path / "last.pt")["step"] == end["step"]
+    # Nothing is drawn or spoken between the signal and the exit.
+    after_signal = events[[e["event"] for e in events].index("validation") + 1:]
+    assert "artifact" not in {e["event"] for e in after_signal}
+
+
+def test_render_draws_a_stopped_runs_plots_from_its_checkpoint(trained, corpus, mel_cache,
+                                                             tmp_path):
+    out, _ = trained
+    proc = subprocess.run([sys.executable, "-m", "train.render", "--checkpoint",
+                           str(out / "best.pt"), "--data", str(corpus), "--cache-dir",
+                           str(mel_cache), "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    events = [parse(line) for line in proc.stdout.splitlines()]
+    epoch = load_checkpoint(out / "best.pt")["epoch"]
+    assert {e["kind"]: Path(e["path"]).name for e in events} == {
+        "alignment_plot": f"alignment_e{epoch:04d}.png", "mel_plot": f"mel_e{epoch:04d}.png",
+        "audio": f"sample_e{epoch:04d}.wav"}
+    assert all(Path(e["path"]).stat().st_size > 0 for e in events)
 
 
 def test_non_finite_loss_ends_the_run_as_diverged(corpus, mel_cache, tmp_path, monkeypatch,

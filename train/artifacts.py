@@ -1,4 +1,5 @@
-"""Artifacts for people: a spoken sample (WAV); the plots are in :mod:`train.figures`."""
+"""Artifacts for people: attention and mel plots of a validation utterance and a spoken
+sample (WAV); the drawing itself is in :mod:`train.figures`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from train import figures
 from train.audio import griffin_lim, save_wav
+from train.data import TextMelCollate, TextMelDataset
 from train.free_running import gate_stops
 from train.hparams import HParams
 from train.model import Tacotron2
@@ -50,3 +53,33 @@ def synthesize(model: Tacotron2, hp: HParams, text: str) -> Speech:
 def write_audio_sample(model: Tacotron2, hp: HParams, path: Path, text: str | None = None) -> Path:
     save_wav(path, synthesize(model, hp, text or hp.test_sentence).wav, hp.sampling_rate)
     return path
+
+
+@torch.no_grad()
+def render(model: Tacotron2, hp: HParams, validation: TextMelDataset, folder: Path, epoch: int,
+           step: int, run_name: str) -> dict[str, Path]:
+    """The plots of the first validation utterance (teacher-forced) and a spoken sample.
+
+    Files are named by ``epoch``; titles name the run, the utterance and the step. Returns
+    the written files by kind (``alignment_plot``, ``mel_plot``, ``audio``).
+    """
+    utterance = validation.utterances[0]
+    device = next(model.parameters()).device
+    batch = TextMelCollate(hp.n_frames_per_step)([validation[0]]).to(device)
+    was_training = model.training
+    model.eval()
+    _, mel_postnet, _, alignments = model(batch.text_padded, batch.input_lengths,
+                                          batch.mel_padded, batch.output_lengths)
+    model.train(was_training)
+    frames = int(batch.output_lengths[0])
+    alignment = alignments[0, : -(-frames // hp.n_frames_per_step)].float().cpu().numpy()
+    title = f"{run_name}, {utterance.audio_path.stem}: epoch {epoch}, step {step}"
+    figures.save_alignment_matrix(alignment, folder / f"alignment_e{epoch:04d}.npy")
+    return {
+        "alignment_plot": figures.plot_alignment(alignment, folder / f"alignment_e{epoch:04d}.png",
+                                                 title),
+        "mel_plot": figures.plot_mels(batch.mel_padded[0, :, :frames].float().cpu().numpy(),
+                                      mel_postnet[0, :, :frames].float().cpu().numpy(),
+                                      folder / f"mel_e{epoch:04d}.png", title),
+        "audio": write_audio_sample(model, hp, folder / f"sample_e{epoch:04d}.wav"),
+    }

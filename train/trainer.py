@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train import artifacts, figures
+from train import artifacts
 from train.alignment import batch_alignment, mean_alignment
 from train.checkpoint import (
     CheckpointError,
@@ -154,7 +154,9 @@ class Trainer:
             log.error("diverged: %s", exc)
             self._end("diverged", str(exc))
             return EXIT_DIVERGED
-        if self.hp.artifacts == "end":
+        # A stopped run exits at once: its caller may render its plots afterwards from
+        # best.pt (python -m train.render), off the path between SIGTERM and exit.
+        if self.hp.artifacts == "end" and status == "done":
             self._write_artifacts()
             self.seconds = time.perf_counter() - started  # the run's own work, reported
         self._end(status, reason)
@@ -268,7 +270,7 @@ class Trainer:
         self._save("last", completed, val_loss=result.loss, is_best=is_best)
         if is_best:
             self._save("best", completed, val_loss=result.loss, is_best=True)
-        if self.hp.artifacts == "validation":
+        if self.hp.artifacts == "validation" and self._stop_signal is None:
             self._write_artifacts(epoch)
 
     # --- checkpoints, artifacts, events ------------------------------------------------
@@ -371,29 +373,8 @@ class Trainer:
                         type(exc).__name__, exc)
 
     def _render_artifacts(self, epoch: int) -> None:
-        batch = next(iter(self.val_loader)).to(self.device)
-        self.model.eval()
-        with torch.no_grad():
-            _, mel_postnet, _, alignments = self.model(
-                batch.text_padded, batch.input_lengths, batch.mel_padded, batch.output_lengths)
-        self.model.train()
-        frames = int(batch.output_lengths[0])
-        steps = -(-frames // self.hp.n_frames_per_step)
-        tokens = int(batch.input_lengths[0])
-        folder = self.run_dir / "artifacts"
-        title = f"epoch {epoch}, step {self.step}"
-        alignment = alignments[0, :steps, :tokens].float().cpu().numpy()
-        figures.save_alignment_matrix(alignment, folder / f"alignment_e{epoch:04d}.npy")
-        paths = {
-            "alignment_plot": figures.plot_alignment(
-                alignment, folder / f"alignment_e{epoch:04d}.png", title),
-            "mel_plot": figures.plot_mels(
-                batch.mel_padded[0, :, :frames].float().cpu().numpy(),
-                mel_postnet[0, :, :frames].float().cpu().numpy(),
-                folder / f"mel_e{epoch:04d}.png", title),
-            "audio": artifacts.write_audio_sample(self.model, self.hp,
-                                                  folder / f"sample_e{epoch:04d}.wav"),
-        }
+        paths = artifacts.render(self.model, self.hp, self.val_loader.dataset,
+                                 self.run_dir / "artifacts", epoch, self.step, self.run_dir.name)
         for kind, path in paths.items():
             emit("artifact", epoch=epoch, step=self.step, kind=kind, path=str(path))
 
