@@ -7,21 +7,32 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
+import mlflow.pytorch
+import optuna
 import pytest
 import soundfile
+import torch
 import yaml
+from mlflow.entities import LoggedModelStatus
 
 from tests.conftest import TrackedStudy
+from train.model import Tacotron2
+from train.synthesize import load_model
 from tuner_core import SmartTuner
+from tuner_core.__main__ import main
 from tuner_core.registry import (
+    BestCheckpoint,
     RegistryError,
     export,
     list_versions,
     load_model_uri,
     load_registered_model,
     promote,
+    register_version,
     resolve,
 )
+from tuner_core.tracking import TRIAL_RUN_ATTR, mlflow_client
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,12 +50,64 @@ def test_each_new_best_trial_is_registered_as_a_version(tracked_study):
         trial = study.trials[info["trial"]]
         assert trial.user_attrs["registered_version"] == info["version"]
         assert info["study"] == "tracked" and info["run_id"] == trial.user_attrs["mlflow_run_id"]
-        assert info["value"] == pytest.approx(trial.value)
-        assert info["params"] == trial.params and info["objective_metric"] == "val_loss"
+        # Tags are rounded to 4 significant digits, for reading.
+        assert info["value"] == pytest.approx(trial.value, rel=1e-3)
+        assert info["params"]["sampling_rate"] == trial.params["sampling_rate"]
+        assert info["params"]["learning_rate"] == pytest.approx(trial.params["learning_rate"],
+                                                                rel=1e-3)
+        assert info["objective_metric"] == "val_loss"
         # The metrics are those of the validation that saved the best checkpoint.
-        assert info["metrics"]["val_loss"] == min(trial.user_attrs["history"]["val_loss"])
+        assert info["metrics"]["val_loss"] == pytest.approx(
+            min(trial.user_attrs["history"]["val_loss"]), rel=1e-3)
     assert "registered_version" not in study.trials[1].user_attrs
     assert SmartTuner(tracked_study.config_path).best_version("tracked") == "2"
+
+
+def test_version_tags_are_readable_one_per_parameter(tracked_study):
+    version = mlflow_client(tracked_study.config).get_model_version("test", "2")
+    trial = tracked_study.study.trials[2]
+    tags = version.tags
+    assert tags["study"] == "tracked" and tags["trial"] == "2"
+    assert tags["value"] == f"{trial.value:.4g}"
+    assert tags["param.learning_rate"] == "0.005" and tags["param.artifacts"] == "validation"
+    assert tags["metric.epoch"] == "2"
+    assert all(len(value) <= 16 for value in tags.values()), tags
+
+
+def test_registered_versions_are_mlflow_models(tracked_study, monkeypatch):
+    config = tracked_study.config
+    client = mlflow_client(config)
+    experiment = client.get_experiment_by_name("test")
+    models = client.search_logged_models([experiment.experiment_id])
+    trials = tracked_study.study.trials
+    assert sorted(model.source_run_id for model in models) == sorted(
+        trials[number].user_attrs["mlflow_run_id"] for number in (0, 2))
+    assert {model.status for model in models} == {LoggedModelStatus.READY}
+    by_run = {model.source_run_id: model for model in models}
+    assert json.loads(by_run[trials[2].user_attrs["mlflow_run_id"]].tags[
+        "mlflow.modelVersions"]) == [{"name": "test", "version": "2"}]
+    promote(config, "2")
+    # MLflow's own loader, through MLflow's own settings.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", config.tracking_uri)
+    model = mlflow.pytorch.load_model("models:/test@champion")
+    assert isinstance(model, Tacotron2)
+    trained, _ = load_model(run_dir(tracked_study, 2) / "best.pt")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                  trained.state_dict().values(), strict=True))
+
+
+def test_a_rerun_with_the_same_hyperparameters_registers_no_duplicate(tracked_study):
+    config = tracked_study.config
+    registered = tracked_study.study.trials[2]
+    folder = mlflow_client(config).get_model_version_download_uri("test", "2")
+    hparams = json.loads(mlflow.artifacts.load_text(f"{folder}/hparams.json"))
+    # The same trial again, in a new study (as a re-run of the same seed makes it).
+    rerun = optuna.create_study(study_name="rerun").ask()
+    rerun.set_user_attr(TRIAL_RUN_ATTR, registered.user_attrs[TRIAL_RUN_ATTR])
+    best = BestCheckpoint(run_dir(tracked_study, 2) / "best.pt", hparams, {"val_loss": 0.5})
+    assert register_version(config, rerun, registered.value, best) == "2"
+    assert rerun.study.trials[0].user_attrs["registered_version"] == "2"
+    assert [v["version"] for v in list_versions(config)] == ["2", "1"]
 
 
 def test_retention_keeps_the_top_k_and_every_registered_trial(tracked_study):
@@ -58,15 +121,21 @@ def test_retention_keeps_the_top_k_and_every_registered_trial(tracked_study):
         assert (run_dir(tracked_study, number) / "train.log").is_file()
 
 
-def test_promotion_moves_the_champion_alias_and_keeps_the_previous(tracked_study):
+def test_promotion_moves_the_champion_alias_and_keeps_the_previous(tracked_study, capsys):
     config = tracked_study.config
-    first = promote(config, "1")
-    assert first["version"] == "1" and first["aliases"] == ["champion"]
+    client = mlflow_client(config)
+    for alias in ("champion", "previous"):  # as before any promotion
+        client.delete_registered_model_alias("test", alias)
+    assert main(["promote", "1", "--config", str(tracked_study.config_path)]) == 0
+    assert capsys.readouterr().out == "version 1 is the champion\n"
+    assert resolve(config, "champion")["version"] == "1"
     second = promote(config, 2)
     assert second["aliases"] == ["champion"] and second["replaced"] == "1"
+    assert not second["already"]
     assert resolve(config, "previous")["version"] == "1"
     again = promote(config, "champion")
-    assert again["version"] == "2" and again["replaced"] is None
+    assert again["version"] == "2" and again["replaced"] is None and again["already"]
+    assert resolve(config, "best")["version"] == "2"  # trial 2 beat trial 0
     assert [v["aliases"] for v in list_versions(config)] == [["champion"], ["previous"]]
     with pytest.raises(RegistryError, match=r"no version or alias '7'.*2 \(champion\), "
                                             r"1 \(previous\)"):

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -13,7 +14,13 @@ from tests.conftest import TEST_HPARAMS, TrackedStudy
 from tests.test_tuner import ROOT, write_config
 from tuner_core.config import load_config
 from tuner_core.study import create_study, run_worker
-from tuner_core.tracking import TRACKED_METRICS, mlflow_client, mlflow_ui_command
+from tuner_core.tracking import (
+    TRACKED_METRICS,
+    MlflowTracker,
+    ensure_experiment,
+    mlflow_client,
+    mlflow_ui_command,
+)
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +95,53 @@ def test_plots_and_audio_samples_are_logged_as_they_are_written(tracked_study, c
         run_id = trial_run(client, tracked_study, number).info.run_id
         return sorted(Path(item.path).name for item in client.list_artifacts(run_id, folder))
 
-    assert files(2, "alignment") == ["alignment_e0001.png", "alignment_e0002.png"]
+    assert files(2, "alignment") == ["alignment_e0001.npy", "alignment_e0001.png",
+                                     "alignment_e0002.npy", "alignment_e0002.png"]
     assert files(2, "mel") == ["mel_e0001.png", "mel_e0002.png"]
     assert files(2, "audio") == ["sample_e0001.wav", "sample_e0002.wav"]
     assert files(0, "audio") == []  # trial 0 ran with artifacts=none
+
+
+def test_what_a_trial_leaves_on_disk_is_logged_when_it_ends_whatever_its_outcome(
+        tmp_path, corpus, mel_cache):
+    config = load_config(write_config(tmp_path, corpus, mel_cache, mlflow={"enabled": True}))
+    tracker = MlflowTracker(config)
+    trial = optuna.create_study(study_name="leftovers").ask()
+    artifacts = tmp_path / "trial_0000" / "artifacts"
+    artifacts.mkdir(parents=True)
+    tracker.trial_started(trial, {"learning_rate": 1e-3}, artifacts.parent)
+    early = artifacts / "alignment_e0001.png"
+    early.write_bytes(b"logged as it was written")
+    tracker.trainer_event(trial, {"event": "artifact", "kind": "alignment_plot",
+                                  "path": str(early), "epoch": 1}, None)
+    # Written after the tuner stopped listening: the trainer was pruned.
+    for name in ("alignment_e0002.png", "alignment_e0002.npy", "mel_e0002.png",
+                 "sample_e0002.wav"):
+        (artifacts / name).write_bytes(b"written at the end")
+    tracker.trial_finished(trial, TrialState.PRUNED, None,
+                           {"outcome": "pruned", "criterion": "pruner", "reason": "slow"})
+
+    client = mlflow_client(config)
+    run_id = trial.user_attrs["mlflow_run_id"]
+    assert client.get_run(run_id).info.status == "KILLED"
+    logged = sorted(file.path for folder in client.list_artifacts(run_id)
+                    for file in client.list_artifacts(run_id, folder.path))
+    assert logged == ["alignment/alignment_e0001.png", "alignment/alignment_e0002.npy",
+                      "alignment/alignment_e0002.png", "audio/sample_e0002.wav",
+                      "mel/mel_e0002.png"]
+
+
+def test_the_experiment_opens_in_mlflows_model_training_view(tracked_study, client, tmp_path,
+                                                             corpus, mel_cache):
+    experiment = client.get_experiment_by_name("test")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # An experiment created before the tag existed gets it on next use.
+    config = load_config(write_config(tmp_path, corpus, mel_cache, mlflow={"enabled": True}))
+    older = mlflow_client(config)
+    older.create_experiment("test")
+    experiment_id = ensure_experiment(older, config)
+    assert older.get_experiment(experiment_id).tags["mlflow.experimentKind"] == (
+        "custom_model_development")
 
 
 def test_a_tracking_failure_does_not_fail_the_trial(corpus, mel_cache, tmp_path, caplog):

@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from tuner_core import SmartTuner
 from tuner_core.check import NotReady, require_ready
 from tuner_core.config import CONFIG_HELP, ConfigError, default_config_path
 from tuner_core.logs import setup_logging
+from tuner_core.next_steps import closing_note
 from tuner_core.runner import TrialListener
 from tuner_core.search_space import describe
 from tuner_core.study import (
@@ -40,12 +42,24 @@ log = logging.getLogger("tuner_core")
 
 
 class ProgressBars(TrialListener):
-    """Two progress bars: trials of the study, epochs of the running trial."""
+    """Two progress bars: trials of the study, epochs of the running trial.
+
+    After a trial's last epoch (or its stop) the epoch bar says what is under way: the
+    trainer's plots, audio and checkpoints, then the tracking and the registry. A ticker
+    redraws both bars every second, so their clocks run while nothing else moves.
+    """
 
     def __init__(self, n_trials: int, epochs: int):
         self.trials = tqdm(total=n_trials, desc="trials", unit="trial", position=0)
         self.epochs = tqdm(total=epochs, desc="epochs", unit="epoch", position=1, leave=False)
         self.best: float | None = None
+        self._closed = threading.Event()
+        threading.Thread(target=self._tick, name="progress-bars", daemon=True).start()
+
+    def _tick(self) -> None:
+        while not self._closed.wait(1.0):
+            self.epochs.refresh()
+            self.trials.refresh()
 
     def trial_started(self, trial, hparams, run_dir):
         self.epochs.reset(total=hparams["epochs"])
@@ -56,7 +70,14 @@ class ProgressBars(TrialListener):
             self.epochs.n = event["epoch"]
             self.epochs.set_postfix(objective=f"{objective:.4f}",
                                     val_loss=f"{event['val_loss']:.4f}")
+            if event["epoch"] >= self.epochs.total:
+                self.epochs.set_description(f"trial {trial.number}: ending (checkpoint, "
+                                            "plots, audio)")
             self.epochs.refresh()
+        elif event["event"] == "artifact":
+            self.epochs.set_postfix_str(f"wrote {Path(event['path']).name}")
+        elif event["event"] == "end":
+            self.epochs.set_description(f"trial {trial.number}: recording (MLflow, registry)")
 
     def trial_finished(self, trial, state, value, attrs):
         self.trials.update(1)
@@ -67,6 +88,7 @@ class ProgressBars(TrialListener):
         tqdm.write(f"trial {trial.number}: {attrs['outcome']}: {attrs['reason']}")
 
     def close(self) -> None:
+        self._closed.set()
         self.epochs.close()
         self.trials.close()
 
@@ -137,10 +159,7 @@ def _work(tuner: SmartTuner, study: optuna.Study, args: argparse.Namespace) -> i
             bars.close()
     result = result_summary(study)
     print_result(result)
-    if tuner.config.mlflow.enabled:
-        from tuner_core.tracking import mlflow_ui_command  # the worker has loaded MLflow
-
-        print(f"MLflow UI: {mlflow_ui_command(tuner.config)}")
+    print(closing_note(tuner.config, study, str(args.config)))
     if set(result["states"]) == {"FAIL"}:
         print(f"error: every trial of study {study.study_name} failed; the trials command "
               "shows why", file=sys.stderr)
@@ -356,7 +375,8 @@ def _options(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--out", type=Path, metavar="DIR",
                             help="the folder to write into (default: STATE_DIR/reports/STUDY)")
     if name == "promote":
-        parser.add_argument("version", help="a version number or an alias (previous: roll back)")
+        parser.add_argument("version", help="a version number, an alias (previous: roll "
+                                            "back) or best (the best value)")
     if name == "export":
         parser.add_argument("ref", metavar="VERSION",
                             help="a version number or an alias (champion, previous)")

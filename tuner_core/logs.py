@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 from pathlib import Path
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
@@ -25,4 +26,21 @@ def setup_logging(state_dir: Path, name: str = "smart_tuner", verbose: bool = Fa
                         force=True)
     # Optuna logs every trial itself; ours says more, so keep Optuna's to warnings.
     logging.getLogger("optuna").setLevel(logging.WARNING)
+    _adopt_mlflow_loggers()
     return path
+
+
+def _adopt_mlflow_loggers() -> None:
+    """Let MLflow's and alembic's records go where ours go, not to MLflow's own stderr
+    handler (which would print "Creating initial MLflow database tables..." across the
+    progress bars of ``tune``)."""
+    # MLflow sets its handlers when imported, unless told not to...
+    os.environ["MLFLOW_CONFIGURE_LOGGING"] = "false"
+    # ...and may have been imported already.
+    for name in ("mlflow", "alembic"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+    # MLflow's setting: at INFO, SQLAlchemy would log every SQL statement.
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)

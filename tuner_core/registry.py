@@ -2,19 +2,29 @@
 
     list_versions(config)                    # newest first, with aliases and metrics
     promote(config, "3")                     # champion -> v3; the old champion -> previous
+    promote(config, "best")                  # champion -> the version of the best value
     export(config, "champion", Path("out"))  # checkpoint, hparams, config, card, audio
     load_model_uri("models:/NAME@champion", tracking_uri)   # -> a local best.pt
 
 One registered model, ``registry.model_name``, collects the versions of every study of
 the experiment. While a study runs, :class:`RegistryListener` registers each trial that
-becomes the study's best: its best checkpoint and that checkpoint's hyperparameters go to
-the trial's MLflow run as ``model/best.pt`` and ``model/hparams.json``, and a new version
-points at that folder, tagged with the study, trial, objective value, parameters and
-metrics. The trial records the version number (user attr ``registered_version``).
+beats the study's best so far: its best checkpoint is logged as an MLflow model of the
+PyTorch flavour (a "logged model" of the trial's run, which MLflow's UI lists under
+"Logged models"), and a new version points at it::
 
-A version is plain files, not an MLflow model flavor: the checkpoint is read by
-``python -m train.synthesize``, which accepts a ``models:/`` URI, so a pyfunc wrapper
-would only add a serving layer nobody calls.
+    mlflow.pytorch.load_model("models:/NAME@champion")   # the Tacotron2 module, to use
+
+The model's folder also holds the checkpoint (``best.pt``: weights, optimiser, hparams; what
+``python -m train.synthesize`` and exports use) and ``hparams.json``, and the code of the
+``train`` package, so it loads with torch alone. A version's tags say where it comes from,
+rounded for reading: ``study``, ``trial``, ``objective_metric``, ``value``, one
+``param.NAME`` per searched parameter and one ``metric.NAME`` per metric of the
+checkpoint's validation. The trial records the version number (user attr
+``registered_version``). A checkpoint trained with the same hyperparameters on the same
+data as a registered one (a study re-run with the same seed) is not registered again: the
+trial records that version instead.
+
+Versions are never promoted automatically: the champion is a person's decision.
 
 Promotion moves aliases (MLflow's replacement for stages): ``champion`` marks the version
 in use and ``previous`` the one it replaced, to roll back to.
@@ -31,8 +41,10 @@ fallback), to be resumed by hand. A trial whose best checkpoint is deleted has i
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -43,7 +55,9 @@ import mlflow
 import optuna
 import sqlalchemy
 import yaml
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -51,19 +65,22 @@ from tuner_core.config import Config
 from tuner_core.retries import retried_from
 from tuner_core.runner import HISTORY_METRICS, Outcome, TrialListener
 from tuner_core.study import open_storage
-from tuner_core.tracking import TRIAL_RUN_ATTR, mlflow_client
+from tuner_core.tracking import STUDY_TAG, TRIAL_RUN_ATTR, mlflow_client
 from tuner_core.trial_records import amend_user_attrs
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
-MODEL_DIR = "model"  # in a trial's run: the registered files
+BEST = "best"  # a reference, not an alias: the version with the best value
 CHECKPOINT_FILE = "best.pt"
 HPARAMS_FILE = "hparams.json"
 VERSION_ATTR = "registered_version"
 # The trainer's last checkpoint and its fallback (train.checkpoint.previous_path).
 RESUMABLE = ("last.pt", "last.prev.pt")
+DIGEST_TAG = "hparams_digest"  # of the checkpoint's hyperparameters and the dataset
+PARAM_TAG = "param."
+METRIC_TAG = "metric."
 
 
 class RegistryError(LookupError):
@@ -92,41 +109,116 @@ def is_new_best(study: optuna.Study, value: float) -> bool:
 
 def register_version(config: Config, trial: optuna.Trial, value: float,
                      best: BestCheckpoint) -> str:
-    """Register ``best`` as a new version of the model; its version number."""
+    """Log ``best`` as an MLflow model and register it as a new version; its version
+    number. A version of the same hyperparameters and data is reused, not duplicated."""
     run_id = trial.user_attrs.get(TRIAL_RUN_ATTR)
     if run_id is None:
         raise RegistryError(f"trial {trial.number} has no MLflow run to register from")
-    client = mlflow_client(config)
-    client.log_artifact(run_id, str(best.path), MODEL_DIR)
-    client.log_dict(run_id, best.hparams, f"{MODEL_DIR}/{HPARAMS_FILE}")
-    name = str(config.registry.model_name)
-    if not client.search_registered_models(f"name = '{name}'"):
-        client.create_registered_model(
-            name, description=f"Tacotron2 checkpoints of {config.experiment_name} studies")
-    tags = {"study": trial.study.study_name, "trial": trial.number, "value": value,
-            "objective_metric": config.optimization.objective_metric,
-            "params": trial.params, "metrics": best.metrics}
-    version = client.create_model_version(
-        name, source=f"runs:/{run_id}/{MODEL_DIR}", run_id=run_id,
-        tags={key: item if isinstance(item, str) else json.dumps(item)
-              for key, item in tags.items()},
-        description=f"trial {trial.number} of study {trial.study.study_name}")
-    trial.set_user_attr(VERSION_ATTR, str(version.version))
-    return str(version.version)
+    client, name = mlflow_client(config), str(config.registry.model_name)
+    digest = _digest(config, best.hparams)
+    same = client.search_model_versions(f"name = '{name}' and tags.{DIGEST_TAG} = '{digest}'")
+    if same:
+        version = str(min(int(v.version) for v in same))
+        log.info("trial %d is the best of study %s so far, with the hyperparameters and data "
+                 "of version %s: not registered again", trial.number, trial.study.study_name,
+                 version)
+    else:
+        if not client.search_registered_models(f"name = '{name}'"):
+            client.create_registered_model(
+                name, description=f"Tacotron2 checkpoints of {config.experiment_name} studies")
+        model = _log_model(client, name, trial, run_id, best)
+        tags = {"study": trial.study.study_name, "trial": trial.number,
+                "objective_metric": config.optimization.objective_metric, "value": value,
+                **{PARAM_TAG + key: item for key, item in trial.params.items()},
+                **{METRIC_TAG + key: item for key, item in best.metrics.items()
+                   if item is not None},
+                DIGEST_TAG: digest}
+        # The artifact location, not models:/<model_id>: MLflow's SQL registry resolves a
+        # models:/ source through the process-wide tracking URI, not this client's.
+        version = str(client.create_model_version(
+            name, source=model.artifact_location, run_id=run_id, model_id=model.model_id,
+            tags={key: _number(item) for key, item in tags.items()},
+            description=f"trial {trial.number} of study {trial.study.study_name}").version)
+        # What MLflow's own registration records, so the UI links the model to its version.
+        client.set_logged_model_tags(model.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(
+            [{"name": name, "version": version}])})
+        log.info("trial %d is the best of study %s so far: registered as version %s",
+                 trial.number, trial.study.study_name, version)
+    trial.set_user_attr(VERSION_ATTR, version)
+    return version
+
+
+def _digest(config: Config, hparams: dict[str, Any]) -> str:
+    """What makes two checkpoints the same model: all hyperparameters (the seed among
+    them) and the dataset."""
+    identity = json.dumps({"hparams": hparams, "dataset": str(config.dataset_path)},
+                          sort_keys=True, default=str)
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def _log_model(client: mlflow.MlflowClient, name: str, trial: optuna.Trial, run_id: str,
+               best: BestCheckpoint):
+    """``best`` as a logged model of the trial's run (PyTorch flavour); the LoggedModel.
+
+    This is what ``mlflow.pytorch.log_model`` does, through ``client``: log_model takes
+    the store and the experiment from process-wide settings, and a worker may serve a
+    store other than the process's default.
+    """
+    import mlflow.pytorch  # torch: loaded only when a model is registered
+    import torch
+
+    import train
+    from train.synthesize import load_model
+
+    module, _ = load_model(best.path)
+    model = client.create_logged_model(
+        client.get_run(run_id).info.experiment_id, name=name, source_run_id=run_id,
+        params={key: str(item) for key, item in trial.params.items()},
+        tags={STUDY_TAG: trial.study.study_name, "smart_tuner.trial": str(trial.number)},
+        model_type="Tacotron2")
+    with tempfile.TemporaryDirectory(prefix="smart_tuner_model_") as tmp:
+        folder = Path(tmp, "model")
+        mlflow.pytorch.save_model(
+            module, str(folder), code_paths=[str(Path(train.__file__).parent)],
+            # torch.export cannot trace the autoregressive decoder; and naming torch here
+            # (without a local label such as +cpu) spares inferring it in a subprocess.
+            serialization_format="pickle",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            mlflow_model=mlflow.models.Model(
+                artifact_path=model.artifact_location, run_id=run_id,
+                model_uuid=model.model_id, model_id=model.model_id))
+        for cache in list(folder.rglob("__pycache__")):
+            shutil.rmtree(cache)
+        shutil.copyfile(best.path, folder / CHECKPOINT_FILE)
+        (folder / HPARAMS_FILE).write_text(json.dumps(best.hparams, indent=2))
+        client.log_model_artifacts(model.model_id, str(folder))
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id,
+                                                  step=best.metrics.get("epoch") or 0)])
+    return client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
 
 
 # --- Reading and promoting ---------------------------------------------------------------
 
+def _parsed(text: str) -> Any:
+    """A tag's value as the number (or JSON value) it shows, else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def _version_info(version: ModelVersion, aliases: list[str]) -> dict[str, Any]:
     tags = version.tags
 
-    def decoded(key: str) -> Any:
-        return json.loads(tags[key]) if key in tags else None
+    def prefixed(prefix: str) -> dict[str, Any]:
+        return {key.removeprefix(prefix): _parsed(item) for key, item in tags.items()
+                if key.startswith(prefix)}
 
     return {"version": str(version.version), "aliases": aliases, "study": tags.get("study"),
-            "trial": decoded("trial"), "value": decoded("value"),
+            "trial": _parsed(tags["trial"]) if "trial" in tags else None,
+            "value": _parsed(tags["value"]) if "value" in tags else None,
             "objective_metric": tags.get("objective_metric"),
-            "params": decoded("params") or {}, "metrics": decoded("metrics") or {},
+            "params": prefixed(PARAM_TAG), "metrics": prefixed(METRIC_TAG),
             "created": version.creation_timestamp / 1000, "run_id": version.run_id}
 
 
@@ -153,6 +245,17 @@ def _find(versions: list[dict[str, Any]], name: str, ref: str | int) -> dict[str
     raise RegistryError(f"model {name!r} has no version or alias {ref!r}; versions: {known}")
 
 
+def _select(config: Config, versions: list[dict[str, Any]], ref: str | int) -> dict[str, Any]:
+    """The version ``ref`` names: a number, an alias, or ``best`` (the best value of the
+    config's objective among the versions, the newest of equals)."""
+    scored = [info for info in versions if info["value"] is not None
+              and info["objective_metric"] == config.optimization.objective_metric]
+    if str(ref) == BEST and scored:
+        better = min if config.optimization.direction == "minimize" else max
+        return better(scored, key=lambda info: info["value"])
+    return _find(versions, str(config.registry.model_name), ref)
+
+
 def list_versions(config: Config) -> list[dict[str, Any]]:
     """Every version of the model, newest first: ``version``, ``aliases``, ``study``,
     ``trial``, ``value``, ``objective_metric``, ``params``, ``metrics``, ``created``
@@ -161,27 +264,30 @@ def list_versions(config: Config) -> list[dict[str, Any]]:
 
 
 def resolve(config: Config, ref: str | int) -> dict[str, Any]:
-    """The version ``ref`` names, a number or an alias (``champion``, ``previous``)."""
-    return _find(list_versions(config), str(config.registry.model_name), ref)
+    """The version ``ref`` names: a number, an alias (``champion``, ``previous``) or
+    ``best``."""
+    return _select(config, list_versions(config), ref)
 
 
 def promote(config: Config, ref: str | int) -> dict[str, Any]:
     """Make version ``ref`` the champion; the replaced champion becomes ``previous``.
 
-    Returns the promoted version's info with ``replaced``: the former champion's version,
-    or None when ``ref`` already was the champion (then nothing changes).
+    Returns the promoted version's info with ``already``: whether ``ref`` was the champion
+    already (then nothing changes), and ``replaced``: the former champion's version, None
+    when there was none or nothing changed.
     """
     client, name = mlflow_client(config), str(config.registry.model_name)
     versions = _versions(client, name)
-    target = _find(versions, name, ref)["version"]
+    target = _select(config, versions, ref)["version"]
     champion = next((info["version"] for info in versions if CHAMPION in info["aliases"]), None)
-    if champion != target:
+    already = champion == target
+    if not already:
         if champion is not None:
             client.set_registered_model_alias(name, PREVIOUS, champion)
         client.set_registered_model_alias(name, CHAMPION, target)
         log.info("model %s: version %s is the champion (was %s)", name, target, champion)
     promoted = _find(_versions(client, name), name, target)
-    return promoted | {"replaced": champion if champion != target else None}
+    return promoted | {"already": already, "replaced": None if already else champion}
 
 
 # --- Getting the files -------------------------------------------------------------------
@@ -240,7 +346,7 @@ def export(config: Config, ref: str | int, out_dir: Path) -> Path:
     (``config.yaml``, secrets masked), an audio sample and a ``MODEL_CARD.md``.
     """
     client, name = mlflow_client(config), str(config.registry.model_name)
-    info = _find(_versions(client, name), name, ref)
+    info = _select(config, _versions(client, name), ref)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = _download(client, name, info["version"], CHECKPOINT_FILE, out_dir)
     _download(client, name, info["version"], HPARAMS_FILE, out_dir)
@@ -406,9 +512,7 @@ class RegistryListener(TrialListener):
         if (self.config.mlflow.enabled and state is TrialState.COMPLETE and value is not None
                 and best is not None and is_new_best(trial.study, value)):
             try:
-                version = register_version(self.config, trial, value, best)
-                log.info("trial %d is the new best: registered as version %s",
-                         trial.number, version)
+                register_version(self.config, trial, value, best)
             except Exception as error:
                 log.warning("trial %d could not be registered: %s: %s", trial.number,
                             type(error).__name__, error)

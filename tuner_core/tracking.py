@@ -13,6 +13,13 @@ in the state folder by default; a tracking server URL works the same way):
   plots and audio samples as they are written, the adaptations (``adaptations.json``)
   and, at the end, the outcome, criterion, reason and Optuna state as tags; a failed
   trial adds its log tail (``trainer_log_tail.txt``). Its status mirrors the outcome.
+  Whatever the run folder's ``artifacts/`` holds when the trial ends and was not logged
+  yet goes to the run then, whatever the outcome: a pruned or stopped trainer may write
+  its plots after the tuner stopped listening to it.
+
+The experiment is tagged ``mlflow.experimentKind=custom_model_development``, so MLflow's
+UI opens it in its model-training view (runs, metrics, logged models), not in the GenAI
+view (traces) it shows an experiment of unknown kind.
 
 The run ids are kept in the Optuna storage, for the bot and the registry:
 ``mlflow_run_id`` on each trial and ``mlflow_parent_run_id`` on the study.
@@ -31,6 +38,7 @@ import shlex
 import sys
 import urllib.parse
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +68,18 @@ PARENT_RUN_ATTR = "mlflow_parent_run_id"
 
 # The fields of a validation event logged as metrics, plus the objective computed from them.
 TRACKED_METRICS = ("train_loss", "val_loss", "val_mel_loss", "val_gate_loss", "grad_norm", "lr",
-                   "alignment_score", "gate_accuracy", "objective")
+                   "val_guided_attention_loss", "alignment_score", "attention_focus",
+                   "attention_progress", "attention_coverage", "stop_rate", "length_ratio",
+                   "objective")
 
-# Where each kind of trainer artifact goes among the run's artifacts.
-ARTIFACT_DIRS = {"alignment_plot": "alignment", "mel_plot": "mel", "audio": "audio"}
+# MLflow's UI reads this experiment tag (mlflow/server/js, MLflow 3.17) to choose the
+# experiment's view; "custom_model_development" is its model-training view.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
+# Where each trainer artifact goes among the run's artifacts, by its file name's prefix
+# (alignment_e0003.png, mel_e0003.png, sample_e0003.wav); any other prefix is its own folder.
+ARTIFACT_DIRS = {"alignment": "alignment", "mel": "mel", "sample": "audio"}
 
 # A trial run's final status, by the trial's outcome.
 RUN_STATUS = {Outcome.COMPLETED: "FINISHED", Outcome.EARLY_STOPPED: "FINISHED",
@@ -110,13 +126,15 @@ def _prepare_sqlite_store(uri: str) -> None:
 
 
 def ensure_experiment(client: mlflow.MlflowClient, config: Config) -> str:
-    """The id of the configured experiment, created (or restored from deletion) if need be."""
+    """The id of the configured experiment, created (or restored from deletion) if need be,
+    and tagged as model training."""
     name = str(config.mlflow.experiment_name)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         root = artifact_root(config)
         try:
-            return client.create_experiment(name, artifact_location=str(root) if root else None)
+            return client.create_experiment(name, artifact_location=str(root) if root else None,
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
         except MlflowException:
             # Another worker may have created it in the meantime.
             experiment = client.get_experiment_by_name(name)
@@ -124,6 +142,8 @@ def ensure_experiment(client: mlflow.MlflowClient, config: Config) -> str:
                 raise
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:  # created before the tag was set
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     return experiment.experiment_id
 
 
@@ -137,6 +157,20 @@ def mlflow_ui_command(config: Config) -> str:
         return uri
     return shlex.join([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                        "--default-artifact-root", str(artifact_root(config))])
+
+
+def run_figures(config: Config, run_id: str) -> list[str]:
+    """Where the latest alignment and mel plots of a trial's run are (paths for a local
+    store, artifact URIs for a server); none when its trainer wrote none."""
+    client = mlflow_client(config)
+    root = client.get_run(run_id).info.artifact_uri
+    figures = []
+    for folder in (ARTIFACT_DIRS["alignment"], ARTIFACT_DIRS["mel"]):
+        plots = [item.path for item in client.list_artifacts(run_id, folder)
+                 if item.path.endswith(".png")]
+        if plots:  # <kind>_eNNNN.png: the highest epoch sorts last
+            figures.append(f"{root}/{max(plots)}")
+    return figures
 
 
 # --- Logging helpers -------------------------------------------------------------------
@@ -181,7 +215,26 @@ def _never_raises(hook: Callable[..., None]) -> Callable[..., None]:
     return guarded
 
 
+def artifact_folder(path: Path) -> str:
+    """The folder of the run's artifacts that the trainer's file ``path`` goes to."""
+    prefix = path.name.partition("_")[0]
+    return ARTIFACT_DIRS.get(prefix, prefix)
+
+
 # --- The listener ----------------------------------------------------------------------
+
+@dataclass
+class _TrackedTrial:
+    """A running trial's MLflow run, its run folder and the artifacts logged so far."""
+
+    run_id: str
+    run_dir: Path
+    logged: set[Path] = field(default_factory=set)
+
+    def log_artifact(self, client: mlflow.MlflowClient, path: Path) -> None:
+        client.log_artifact(self.run_id, str(path), artifact_folder(path))
+        self.logged.add(path)
+
 
 class MlflowTracker(TrialListener):
     """Mirrors a worker's trials into MLflow as they run (see the module docstring)."""
@@ -189,7 +242,7 @@ class MlflowTracker(TrialListener):
     def __init__(self, config: Config):
         self.config = config
         self._parent_run_ids: dict[str, str] = {}  # by study name
-        self._trial_run_ids: dict[int, str] = {}   # by trial number
+        self._trials: dict[int, _TrackedTrial] = {}  # by trial number
 
     # Opened on first use, inside a guarded hook, so that an unreachable store fails no trial.
     @functools.cached_property
@@ -212,16 +265,17 @@ class MlflowTracker(TrialListener):
                   ROLE_TAG: "trial", "smart_tuner.trial": str(trial.number),
                   "smart_tuner.run_dir": str(run_dir)})
         run_id = run.info.run_id
-        self._trial_run_ids[trial.number] = run_id
+        self._trials[trial.number] = _TrackedTrial(run_id, run_dir)
         trial.set_user_attr(TRIAL_RUN_ATTR, run_id)
         log_params(self.client, run_id, hparams)
 
     @_never_raises
     def trainer_event(self, trial: optuna.Trial, event: dict[str, Any],
                       objective: float | None) -> None:
-        run_id = self._trial_run_ids.get(trial.number)
-        if run_id is None:  # its start could not be tracked
+        tracked = self._trials.get(trial.number)
+        if tracked is None:  # its start could not be tracked
             return
+        run_id = tracked.run_id
         if event["event"] == "validation":
             values = {key: event.get(key) for key in TRACKED_METRICS if key != "objective"}
             values["objective"] = objective
@@ -231,14 +285,14 @@ class MlflowTracker(TrialListener):
                        if value is not None and math.isfinite(value)]
             self.client.log_batch(run_id, metrics=metrics)
         elif event["event"] == "artifact":
-            self.client.log_artifact(run_id, event["path"],
-                                     ARTIFACT_DIRS.get(event["kind"], event["kind"]))
+            tracked.log_artifact(self.client, Path(event["path"]))
 
     @_never_raises
     def trial_adapted(self, trial: optuna.Trial, adaptation: dict[str, Any]) -> None:
-        run_id = self._trial_run_ids.get(trial.number)
-        if run_id is None:
+        tracked = self._trials.get(trial.number)
+        if tracked is None:
             return
+        run_id = tracked.run_id
         # Params cannot change in MLflow; the corrected values go in a file and a tag.
         adaptations = trial.user_attrs.get("adaptations", [adaptation])
         self.client.log_dict(run_id, adaptations, "adaptations.json")
@@ -247,14 +301,19 @@ class MlflowTracker(TrialListener):
     @_never_raises
     def trial_finished(self, trial: optuna.Trial, state: TrialState, value: float | None,
                        attrs: dict[str, Any]) -> None:
-        run_id = self._trial_run_ids.pop(trial.number, None)
-        if run_id is None:
+        tracked = self._trials.pop(trial.number, None)
+        if tracked is None:
             return
+        run_id = tracked.run_id
         self._log_outcome(run_id, state, attrs)
         if value is not None:
             self.client.log_metric(run_id, "best_objective", value)
         if attrs.get("log_tail"):
             self.client.log_text(run_id, attrs["log_tail"], "trainer_log_tail.txt")
+        # The trainer has exited: what it wrote after its last event is on disk now.
+        for path in sorted((tracked.run_dir / "artifacts").glob("*")):
+            if path.is_file() and path not in tracked.logged:
+                tracked.log_artifact(self.client, path)
         self.client.set_terminated(run_id, RUN_STATUS[attrs["outcome"]])
 
     @_never_raises
