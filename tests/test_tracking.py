@@ -182,3 +182,26 @@ def test_workers_starting_together_on_a_new_store_all_track(tmp_path, corpus, me
     outcomes = [process.communicate(timeout=120) for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0], outcomes
     assert len({out.strip() for out, _ in outcomes}) == 1  # one experiment for all
+
+
+def test_a_stopped_trials_plots_are_drawn_afterwards_and_logged(tmp_path, corpus, mel_cache):
+    # Every trial is pruned at its first validation: its trainer exits without drawing,
+    # and the worker draws the plots of its best checkpoint beside the next trial.
+    path = write_config(
+        tmp_path, corpus, mel_cache, mlflow={"enabled": True},
+        trainer={"hparams": {**TEST_HPARAMS, "epochs": 6, "artifacts": "end"}},
+        optimization={"n_trials": 1},
+        early_stopping={"align": {"type": "alignment", "min_score": 0.99, "by_epoch": 1}})
+    config = load_config(path)
+    study = create_study(config, "drawn-after", 1)
+    run_worker(config, study, poll_s=0.2)
+    trial = study.trials[0]
+    assert trial.user_attrs["outcome"] == "pruned" and trial.user_attrs["stop_epoch"] == 1
+    client = mlflow_client(config)
+    run_id = trial.user_attrs["mlflow_run_id"]
+    logged = sorted(file.path for folder in ("alignment", "mel", "audio")
+                    for file in client.list_artifacts(run_id, folder))
+    assert logged == ["alignment/alignment_e0001.png", "audio/sample_e0001.wav",
+                      "mel/mel_e0001.png"]
+    trainer_log = (Path(trial.user_attrs["run_dir"]) / "train.log").read_text()
+    assert "stopped: signal SIGTERM" in trainer_log

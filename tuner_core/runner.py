@@ -46,6 +46,7 @@ from tuner_core.config import Config
 from tuner_core.early_stop import Action, Decision, EarlyStopController, EpochMetrics
 from tuner_core.metrics_store import detect_anomalies
 from tuner_core.process import TrainerProcess
+from tuner_core.rendering import BackgroundRenders
 from tuner_core.retries import retried_from
 from tuner_core.search_space import suggest
 
@@ -106,6 +107,9 @@ class TrialListener:
         ``trial.study.best_value`` does not include this trial yet.
         """
 
+    def artifact_rendered(self, trial_number: int, path: Path) -> None:
+        """A plot or sample of a finished trial, drawn afterwards (tuner_core.rendering)."""
+
     def study_finished(self, study: optuna.Study) -> None:
         """The study's budget is used or it was stopped, and no trial is running."""
 
@@ -131,6 +135,10 @@ class ListenerGroup(TrialListener):
     def trial_finished(self, *args: Any) -> None:
         for listener in self.listeners:
             listener.trial_finished(*args)
+
+    def artifact_rendered(self, *args: Any) -> None:
+        for listener in self.listeners:
+            listener.artifact_rendered(*args)
 
     def study_finished(self, *args: Any) -> None:
         for listener in self.listeners:
@@ -189,6 +197,11 @@ class TrialRunner:
         self.listener = listener or TrialListener()
         self.poll_s = poll_s
         self.direction = config.optimization.direction
+        self.renders = BackgroundRenders(
+            [config.trainer.python or sys.executable, "-m", "train.render",
+             "--data", str(config.dataset_path),
+             "--cache-dir", str(config.state_dir / "mel_cache")],
+            self._child_env(threads=1), PROJECT_ROOT, self.listener.artifact_rendered)
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest(trial, self.config.hyperparameter_search_space)
@@ -224,6 +237,9 @@ class TrialRunner:
                      ", ".join(f"{k} {a:g}->{b:g}" for k, (a, b) in changes.items()))
             controller.reset_after_adaptation()
             resume = run_dir / "best.pt"
+        if decision is not None and hparams["artifacts"] == "end" and run.best_checkpoint:
+            # The stopped trainer skipped its end-of-run plots; they are drawn meanwhile.
+            self.renders.start(trial.number, Path(run.best_checkpoint))
         return self._finish(trial, run, decision, process)
 
     # --- one trainer process -----------------------------------------------------------
@@ -281,13 +297,17 @@ class TrialRunner:
             command += ["--warm-start", str(trainer.warm_start)]
             if trainer.ignore_layers:
                 command += ["--ignore-layers", ",".join(trainer.ignore_layers)]
-        # The trainer needs no bot token: one fewer process that could leak it.
-        env = {**{key: value for key, value in os.environ.items()
-                  if key != "TELEGRAM_BOT_TOKEN"},
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
-                                                           os.environ.get("PYTHONPATH")])),
-               "OMP_NUM_THREADS": str(threads)}  # torch's intra-op threads
-        return TrainerProcess(command, run_dir, cwd=PROJECT_ROOT, env=env)
+        return TrainerProcess(command, run_dir, cwd=PROJECT_ROOT, env=self._child_env(threads))
+
+    @staticmethod
+    def _child_env(threads: int) -> dict[str, str]:
+        """The environment of a trainer (or renderer): no bot token, one fewer process that
+        could leak it; torch's intra-op threads set."""
+        return {**{key: value for key, value in os.environ.items()
+                   if key != "TELEGRAM_BOT_TOKEN"},
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
+                                                            os.environ.get("PYTHONPATH")])),
+                "OMP_NUM_THREADS": str(threads)}
 
     def _on_validation(self, trial: optuna.Trial, run: _Run, event: dict[str, Any]) -> float:
         opt = self.config.optimization

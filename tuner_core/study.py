@@ -240,6 +240,7 @@ def run_worker(config: Config, study: optuna.Study, listener: TrialListener | No
         # The budget is taken, but another worker's trial still runs; stay to retry it
         # should that worker die, and leave as soon as it ends.
         time.sleep(poll_s)
+    runner.renders.wait()  # the plots of stopped trials, drawn beside the later ones
     with budget_lock:  # two workers leaving at once must not both end the study
         finished = _mark_finished_if_last(study)
     if finished:

@@ -242,7 +242,8 @@ class MlflowTracker(TrialListener):
     def __init__(self, config: Config):
         self.config = config
         self._parent_run_ids: dict[str, str] = {}  # by study name
-        self._trials: dict[int, _TrackedTrial] = {}  # by trial number
+        self._trials: dict[int, _TrackedTrial] = {}  # by trial number, while it runs
+        self._ended: dict[int, _TrackedTrial] = {}  # and after, for plots drawn afterwards
 
     # Opened on first use, inside a guarded hook, so that an unreachable store fails no trial.
     @functools.cached_property
@@ -304,6 +305,7 @@ class MlflowTracker(TrialListener):
         tracked = self._trials.pop(trial.number, None)
         if tracked is None:
             return
+        self._ended[trial.number] = tracked
         run_id = tracked.run_id
         self._log_outcome(run_id, state, attrs)
         if value is not None:
@@ -315,6 +317,12 @@ class MlflowTracker(TrialListener):
             if path.is_file() and path not in tracked.logged:
                 tracked.log_artifact(self.client, path)
         self.client.set_terminated(run_id, RUN_STATUS[attrs["outcome"]])
+
+    @_never_raises
+    def artifact_rendered(self, trial_number: int, path: Path) -> None:
+        tracked = self._ended.get(trial_number)
+        if tracked is not None and path not in tracked.logged:
+            tracked.log_artifact(self.client, path)
 
     @_never_raises
     def study_finished(self, study: optuna.Study) -> None:
