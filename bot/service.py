@@ -26,10 +26,11 @@ import optuna
 from bot.voice import VoiceNote, voice_note
 from tuner_core import SmartTuner
 from tuner_core import events as feed
+from tuner_core.check import NotReady
 from tuner_core.plots import learning_curves_png
 from tuner_core.runner import PROJECT_ROOT
 from tuner_core.search_space import describe
-from tuner_core.study import load_study, open_storage
+from tuner_core.study import StorageUnavailable, load_study, open_storage
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # the Bot API's limit for files a bot sends
 QUOTE_LIMIT = 100  # characters of the user's input that a reply quotes
@@ -107,7 +108,10 @@ class TunerService:
         async with self._starting:
             if running := await self.running_study():
                 return running
-            name, process = await asyncio.to_thread(self.tuner.start_study, n_trials)
+            try:
+                name, process = await asyncio.to_thread(self.tuner.start_study, n_trials)
+            except (NotReady, StorageUnavailable) as error:  # one line saying why
+                raise BotError(f"Cannot start a study: {error}") from None
             self._workers[name] = process
             opt = self.config.optimization
             return StartedStudy(

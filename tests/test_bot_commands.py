@@ -97,6 +97,15 @@ async def test_tune_refuses_a_bad_number_of_trials(harness: BotHarness, workers:
     assert workers == []
 
 
+async def test_tune_refuses_a_study_that_cannot_work_in_one_line(harness: BotHarness,
+                                                                tuner: SmartTuner) -> None:
+    # The config's dataset folder does not exist: no study is created, no worker started.
+    [reply] = await harness.send(ALICE, "/tune 3")
+    assert reply.text.startswith("Cannot start a study: ")
+    assert "corpus" in reply.text and "\n" not in reply.text
+    assert tuner.studies() == []
+
+
 async def test_tune_starts_a_study_then_refuses_a_second_one(
         harness: BotHarness, tuner: SmartTuner, workers: list) -> None:
     [reply] = await harness.send(ALICE, "/tune 3")
