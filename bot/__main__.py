@@ -17,7 +17,15 @@ import logging
 import sys
 from pathlib import Path
 
-from bot.app import SettingsError, check_settings, redact_token_in_logs, run
+from bot.app import (
+    AnotherBot,
+    SettingsError,
+    check_settings,
+    hide_token_from_children,
+    redact_token_in_logs,
+    run,
+)
+from bot.state import StateFolderInUse
 from train.arguments import program_name
 from tuner_core import SmartTuner
 from tuner_core.config import CONFIG_HELP, ConfigError, default_config_path
@@ -42,10 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    hide_token_from_children()
     setup_logging(tuner.config.state_dir, name="bot", verbose=args.verbose)
     redact_token_in_logs(token)
     try:
         asyncio.run(run(tuner, token, args.api_server))
+    except (StateFolderInUse, AnotherBot) as error:  # to the console and the log
+        logging.getLogger("bot").error("%s", error)
+        return 1
     except Exception:  # logged through the redacting handlers, never printed raw
         logging.getLogger("bot").exception("the bot stopped on an error")
         return 1
