@@ -15,6 +15,10 @@ import pytest
 from bot import service as service_module
 from bot.keyboards import AudioButton, ModelAction, ModelButton
 from tests.bot_support import ALICE, BotHarness, write_config
+from tests.conftest import TEST_HPARAMS
+from train.checkpoint import save_checkpoint
+from train.hparams import HParams
+from train.model import Tacotron2
 from tuner_core import SmartTuner
 from tuner_core.registry import BestCheckpoint, register_version
 from tuner_core.study import create_study
@@ -45,15 +49,18 @@ def tuner(tmp_path_factory: pytest.TempPathFactory) -> SmartTuner:
         run_dir = tmp / f"trial_{number}"
         (run_dir / "artifacts").mkdir(parents=True)
         sample = write_wav(run_dir / "artifacts" / "sample_e0003.wav")
-        checkpoint = run_dir / "best.pt"
-        checkpoint.write_bytes(b"a stand-in checkpoint")
+        # A real (untrained) tiny checkpoint: a version is logged as an MLflow model.
+        hp = HParams.from_overrides({**TEST_HPARAMS, "learning_rate": 1e-3 * (number + 1)})
+        checkpoint = save_checkpoint(run_dir / "best.pt", {
+            "model": Tacotron2(hp).state_dict(), "hparams": hp.to_dict(), "epoch": 3, "step": 6,
+            "optimizer": {}, "scheduler": {}})
         run_id = client.create_run(experiment).info.run_id
         client.log_artifact(run_id, str(sample), "audio")
         trial = study.ask()
         trial.set_user_attr(TRIAL_RUN_ATTR, run_id)
         trial.set_user_attr("run_dir", str(run_dir))
         register_version(tuner.config, trial, value, BestCheckpoint(
-            checkpoint, {"learning_rate": 1e-3}, {"val_loss": value}))
+            checkpoint, {"learning_rate": hp.learning_rate}, {"val_loss": value}))
         study.tell(trial, value)
     return tuner
 
