@@ -19,6 +19,7 @@ from tuner_core.events import Kind, Notification
 
 MESSAGE_LIMIT = 4096
 CAPTION_LIMIT = 1024
+STALE_AFTER_S = 30  # a status older than this says how old it is
 PRIVATE = "This bot is private."
 STOPPING = ("The bot is restarting, so what you asked for last was cancelled. "
             "Please ask again in a minute.")
@@ -84,7 +85,11 @@ def status_text(status: Mapping[str, Any]) -> str:
     if status.get("eta_s"):
         timing += f", about {duration(status['eta_s'])} left"
     lines.append(timing)
-    lines.append(f"<i>as of {time.strftime('%H:%M:%S')}</i>")
+    as_of = f"as of {time.strftime('%H:%M:%S', time.localtime(status['as_of']))}"
+    age = time.time() - status["as_of"]
+    if age >= STALE_AFTER_S:  # the polls have not been reading the storage
+        as_of += f", {duration(age)} ago"
+    lines.append(f"<i>{as_of}</i>")
     return "\n".join(lines)
 
 

@@ -90,14 +90,18 @@ class Notifier:
         return bool(getattr(self.telegram.notifications, kind.value))
 
     async def poll(self) -> None:
-        """Send every notification not delivered yet, oldest first; stop at an outage."""
+        """Send every notification not delivered yet, oldest first; stop at an outage.
+        Also refreshes the status that /status answers from."""
         if self.state.first_start:
             backlog = await self.service.finished_studies_backlog()
             self.state.delivered |= backlog
             self.state.save()
             log.info("first start: %d notifications of finished studies marked delivered",
                      len(backlog))
-        for notification in await self.service.news(self.state.delivered):
+        news = await self.service.news(self.state.delivered)
+        # After the news, so that /status is never behind what the chat has been told.
+        await _optional(self.service.refresh_status(), "status of the latest study")
+        for notification in news:
             if self._closing:
                 return
             async with self.state.telling:

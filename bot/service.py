@@ -5,6 +5,10 @@ thread (``asyncio.to_thread``), so the event loop keeps answering while they wor
 The decisions the commands need (is a study running, may it be stopped, is N a
 valid budget) are made here; handlers only route, and :mod:`bot.messages` words.
 
+/status answers from the latest study's status as the notifier's last poll read it
+(:meth:`TunerService.latest_status`): one storage read per poll, shared by every
+/status, so the command never waits on the storage.
+
 Buttons name a study by its storage id, a small integer, because a study name may be
 longer than Telegram's 64 bytes of callback data; :meth:`TunerService.study_name`
 maps it back and refuses ids that do not exist (stale or forged buttons).
@@ -13,9 +17,11 @@ maps it back and refuses ids that do not exist (stale or forged buttons).
 from __future__ import annotations
 
 import asyncio
+import math
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -85,6 +91,10 @@ class TunerService:
         self._storage: optuna.storages.BaseStorage | None = None
         self._workers: dict[str, subprocess.Popen[bytes]] = {}
         self._starting = asyncio.Lock()  # two quick /tune must not start two studies
+        # The latest study's status (None: no study) and when its read began;
+        # -inf until the first read.
+        self._latest: dict[str, Any] | None = None
+        self._latest_as_of = -math.inf
 
     # --- studies ----------------------------------------------------------------------------
 
@@ -113,6 +123,7 @@ class TunerService:
             except (NotReady, StorageUnavailable) as error:  # one line saying why
                 raise BotError(f"Cannot start a study: {error}") from None
             self._workers[name] = process
+            await self.refresh_status()  # so that /status shows the new study at once
             opt = self.config.optimization
             return StartedStudy(
                 name=name, study_id=await self.study_id(name), n_trials=n_trials,
@@ -133,13 +144,30 @@ class TunerService:
         return status if alive else None
 
     async def status(self, study_id: int | None = None) -> dict[str, Any] | None:
-        """``SmartTuner.status`` of a study (the latest by default) plus its ``study_id``;
-        None when there is no study at all."""
+        """``SmartTuner.status`` of a study (the latest by default), read now, plus its
+        ``study_id`` and ``as_of`` (when the read began); None when there is no study."""
+        as_of = time.time()
         name = await self._name_or_latest(study_id)
         if name is None:
             return None
         status = await asyncio.to_thread(self.tuner.status, name)
-        return {**status, "study_id": await self.study_id(name)}
+        return {**status, "study_id": await self.study_id(name), "as_of": as_of}
+
+    async def latest_status(self) -> dict[str, Any] | None:
+        """The latest study's status as of the last :meth:`refresh_status` (the
+        notifier's poll); read now only when nothing has been read yet."""
+        if self._latest_as_of == -math.inf:
+            return await self.refresh_status()
+        return self._latest
+
+    async def refresh_status(self) -> dict[str, Any] | None:
+        """Read the latest study's status for :meth:`latest_status`; it. A read that
+        began before the one kept (reads may overlap) does not replace it."""
+        as_of = time.time()
+        status = await self.status()
+        if as_of > self._latest_as_of:
+            self._latest, self._latest_as_of = status, as_of
+        return self._latest
 
     async def request_stop(self, study_id: int, by: str) -> tuple[str, StopOutcome]:
         """Ask the study's workers to stop, unless it is already stopping or finished."""
@@ -150,6 +178,7 @@ class TunerService:
         if state == "stopping":
             return name, StopOutcome.ALREADY_STOPPING
         await asyncio.to_thread(self.tuner.request_stop, name, by)
+        await self.refresh_status()  # so that /status says "stopping" at once
         return name, StopOutcome.REQUESTED
 
     async def stoppable_study(self, study_id: int | None = None) -> dict[str, Any]:

@@ -156,6 +156,7 @@ async def test_status_shows_progress_and_refreshes_in_place(harness: BotHarness,
     assert "No study yet" in reply.text
 
     study_id = running_study(tuner)
+    await harness.service.refresh_status()  # the notifier's poll
     [reply] = await harness.send(ALICE, "/status")
     assert "<code>run</code>: running" in reply.text
     assert "1 running, 1 complete" in reply.text

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from train.hparams import HParams
+from train.hparams import HParams, HParamsError
 from train.schedules import SCHEDULES, LearningRateScheduler, lr_multiplier
 
 
@@ -59,3 +59,11 @@ def test_plateau_cuts_compose_with_the_schedule_and_survive_a_reload():
     fresh.step()
     assert fresh.shape.base_lrs == scheduler.shape.base_lrs
     assert math.isclose(fresh.lr, 5e-4 * (1 - 0.5 * 51 / 100))
+
+
+def test_hparams_accept_exactly_the_schedules_that_are_implemented():
+    for name, shape in SCHEDULES.items():
+        assert HParams.from_overrides(f"lr_schedule={name}").lr_schedule == name
+        assert shape(0.0, 0.1) == pytest.approx(1.0), name  # every shape starts at 1
+    with pytest.raises(HParamsError, match=f"must be one of {', '.join(SCHEDULES)}$"):
+        HParams.from_overrides("lr_schedule=step")

@@ -239,6 +239,31 @@ def test_delete_refuses_a_study_with_a_running_trial(tmp_path, corpus, mel_cache
 PRIVATE_OPTUNA_ALLOWED = {Path("tuner_core/trial_records.py")}
 
 
+# Runs the CLI with the arguments after -c, then prints the heavy packages it loaded.
+HEAVY_PACKAGES = ("torch", "mlflow", "matplotlib")
+CLI_THEN_LOADED = f"""
+import runpy, sys
+try:
+    runpy.run_module("tuner_core", run_name="__main__")
+except SystemExit:
+    pass
+print(sorted({{name.split(".")[0] for name in sys.modules}} & set({HEAVY_PACKAGES!r})))
+"""
+
+
+@pytest.mark.parametrize("command", [["--help"], ["status"], ["trials"], ["best"],
+                                     ["studies"]])
+def test_commands_that_read_the_storage_load_no_torch_mlflow_or_matplotlib(
+        command, tmp_path, corpus, mel_cache):
+    path = write_config(tmp_path, corpus, mel_cache)
+    create_study(load_config(path), "light", 1)
+    args = command if command == ["--help"] else [*command, "--config", str(path)]
+    proc = subprocess.run([sys.executable, "-c", CLI_THEN_LOADED, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == "[]"
+
+
 def test_only_optunas_public_api_is_used():
     """No reaching into a study's or trial's private attributes or Optuna's private modules
     (they change between Optuna releases); the storage's own methods are public."""

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from train.schedules import SCHEDULES  # the schedule registry owns its names (no torch)
 from train.symbols import PROJECT, SYMBOL_SETS
 
 
@@ -142,8 +143,6 @@ class HParams:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        from train.schedules import SCHEDULES  # the schedule registry owns its names
-
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             lo, hi, choices = f.metadata["lo"], f.metadata["hi"], f.metadata["choices"]

@@ -4,7 +4,9 @@ A schedule is a *shape*: a function of the optimizer step that multiplies
 ``learning_rate``. Shapes decay from 1 to ``lr_min_ratio`` over ``lr_decay_steps``
 (0 = the whole run) after an optional linear warm-up of ``warmup_steps``.
 To add a schedule, add one function to :data:`SCHEDULES`; ``lr_schedule=<name>``
-then selects it and hparam validation accepts it.
+then selects it and hparam validation accepts it. The shapes import no torch, so
+validating hparams (and reading a config) stays light; torch loads when a
+:class:`LearningRateScheduler` is built.
 
 The shape drives :class:`torch.optim.lr_scheduler.LambdaLR` (stepped every
 optimizer step). Plateau adaptation (``plateau_patience`` > 0) is torch's
@@ -19,10 +21,9 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
-
 if TYPE_CHECKING:
+    import torch
+
     from train.hparams import HParams
 
 # progress: 0 at the end of warm-up, 1 at the end of the decay horizon.
@@ -73,6 +74,8 @@ class LearningRateScheduler:
     """Warm-up + decay shape per step, plus optional cuts on validation plateaus."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, hp: HParams, total_steps: int):
+        from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau  # see the docstring
+
         self.optimizer = optimizer
         self.shape = LambdaLR(optimizer, lambda step: lr_multiplier(hp, step, total_steps))
         self.plateau = (

@@ -14,7 +14,7 @@ from bot.service import TunerService
 
 
 async def status(message: Message, service: TunerService) -> None:
-    study = await service.status()
+    study = await service.latest_status()
     if study is None:
         await message.answer(messages.no_study())
         return
