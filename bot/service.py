@@ -33,7 +33,6 @@ from bot.voice import VoiceNote, voice_note
 from tuner_core import SmartTuner
 from tuner_core import events as feed
 from tuner_core.check import NotReady
-from tuner_core.plots import learning_curves_png
 from tuner_core.runner import PROJECT_ROOT
 from tuner_core.search_space import describe
 from tuner_core.study import StorageUnavailable, load_study, open_storage
@@ -225,8 +224,14 @@ class TunerService:
         return name, await self.learning_curves_of(name)
 
     async def learning_curves_of(self, name: str) -> bytes:
-        return await asyncio.to_thread(
-            lambda: learning_curves_png(load_study(self.config, name)))
+        def draw() -> bytes:
+            # matplotlib takes seconds to import: at the first plot, not at the bot's
+            # start, and in the thread, not in the event loop.
+            from tuner_core.plots import learning_curves_png
+
+            return learning_curves_png(load_study(self.config, name))
+
+        return await asyncio.to_thread(draw)
 
     async def voice_sample(self, study_id: int, trial: int) -> VoiceNote | None:
         """The newest audio sample the trainer wrote for the trial, as a voice message;

@@ -96,3 +96,20 @@ def test_the_bot_serves_notifies_and_stops_on_sigterm(tmp_path: Path) -> None:
     log = (tmp_path / "state" / "logs" / "bot.log").read_text()
     assert "bot stopped; running studies go on in their workers" in log
     assert fake.token not in log and fake.token not in output
+
+
+def test_the_bot_starts_without_torch_mlflow_or_matplotlib(tmp_path: Path) -> None:
+    """They take seconds to import and the bot needs them only for some buttons."""
+    config = write_config(tmp_path)
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys; from bot.app import create_dispatcher;"
+         "from bot.service import TunerService; from bot.state import BotState;"
+         "from tuner_core import SmartTuner;"
+         f"tuner = SmartTuner({str(config)!r}, environ={{}});"
+         "create_dispatcher(TunerService(tuner), BotState.load(tuner.config.state_dir),"
+         " tuner.config.telegram);"
+         "print(sorted({name.split('.')[0] for name in sys.modules}"
+         " & {'torch', 'mlflow', 'matplotlib'}))"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.splitlines()[-1] == "[]"
