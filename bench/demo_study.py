@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from train.corpus import generate_corpus  # noqa: E402
 from tuner_core.config import load_config  # noqa: E402
+from tuner_core.runner import TrialListener  # noqa: E402
 from tuner_core.study import create_study, run_worker  # noqa: E402
 
 DEMO_CORPUS = ROOT / ".state" / "demo_corpus"
@@ -27,8 +28,10 @@ def demo_corpus() -> Path:
     return DEMO_CORPUS
 
 
-def run_demo_study(name: str, n_trials: int, **changes: Any):
-    """A finished study of config/demo.yaml with top-level ``changes``; (study, seconds)."""
+def run_demo_study(name: str, n_trials: int, listener: TrialListener | None = None,
+                   **changes: Any):
+    """A finished study of config/demo.yaml with top-level ``changes``, its trials heard by
+    ``listener``; (trials, seconds)."""
     settings = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     settings.update(changes)
     settings["dataset_path"] = str(demo_corpus())
@@ -39,7 +42,7 @@ def run_demo_study(name: str, n_trials: int, **changes: Any):
         config = load_config(path)
         study = create_study(config, name, n_trials)
         started = time.perf_counter()
-        run_worker(config, study)
+        run_worker(config, study, listener)
         elapsed = time.perf_counter() - started
         # Read everything while the storage still exists.
         return study.get_trials(), elapsed

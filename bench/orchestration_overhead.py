@@ -1,21 +1,80 @@
-"""The tuner's own cost per trial: trial wall time minus the trainer's compute time.
+"""The tuner's own cost per trial, in wall time and in CPU time.
 
     .venv/bin/python bench/orchestration_overhead.py [--trials 5] [--epochs 2]
 
-Runs a short demo-profile study without pruning or early stopping. For each trial,
-the wall time is Optuna's start-to-complete time; the trainer's compute time is the
-``seconds`` its events report (training and validation, excluding its start-up).
-The difference is what orchestration costs: starting the trainer process (Python,
-torch and librosa imports, data checks), following its events, and the storage.
+Runs a short demo-profile study without pruning or early stopping. For each trial:
+
+* wall: Optuna's start-to-complete time; the trainer's compute time is the
+  ``seconds`` its events report (training, validation and its end-of-run plots and
+  audio, excluding its start-up); wall overhead = wall − compute.
+* CPU: what the tuner process and its children (the trainer, its renderers) spent
+  from the trial's start to its end (``getrusage``); the trainer's compute CPU is its
+  process CPU time between its ``start`` and ``end`` events (read from /proc, so
+  Linux only); CPU overhead = CPU − compute CPU: starting the trainer (Python, torch
+  and librosa imports, model and data set-up), following its events, the storage.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
+from pathlib import Path
+from typing import Any
 
 import yaml
 from demo_study import ROOT, run_demo_study
+
+from tuner_core.runner import TrialListener
+
+
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a live process, from /proc/PID/stat (None if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    utime, stime = int(fields[11]), int(fields[12])  # the stat(5) fields 14 and 15
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter(TrialListener):
+    """Per trial: CPU of this process and its children, and the trainers' compute CPU."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[int, float] = {}
+        self.compute_cpu: dict[int, float] = {}
+        self._trial_start: dict[int, float] = {}
+        self._trainer_start: dict[int, tuple[int, float]] = {}  # trial → (pid, CPU)
+
+    @staticmethod
+    def _now() -> float:
+        return cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN)
+
+    def trial_started(self, trial, hparams, run_dir) -> None:
+        self._trial_start[trial.number] = self._now()
+        self.compute_cpu[trial.number] = 0.0
+
+    def trainer_event(self, trial, event: dict[str, Any], objective) -> None:
+        # Each trainer run (a restart after an adaptation too) adds its start-to-end CPU.
+        if event["event"] == "start":
+            self._trainer_start[trial.number] = (event["pid"],
+                                                 process_cpu_seconds(event["pid"]) or 0.0)
+        elif event["event"] == "end" and trial.number in self._trainer_start:
+            pid, at_start = self._trainer_start.pop(trial.number)
+            at_end = process_cpu_seconds(pid)
+            if at_end is not None:
+                self.compute_cpu[trial.number] += at_end - at_start
+
+    def trial_finished(self, trial, state, value, attrs) -> None:
+        # The trainer has been waited for by now, so RUSAGE_CHILDREN holds its CPU.
+        self.cpu[trial.number] = self._now() - self._trial_start[trial.number]
 
 
 def main() -> None:
@@ -28,18 +87,27 @@ def main() -> None:
     trainer = {**demo["trainer"], "hparams": {**demo["trainer"]["hparams"],
                                               "epochs": args.epochs}}
     optimization = {**demo["optimization"], "pruner": {"type": "none"}}
-    trials, _ = run_demo_study("overhead", args.trials, trainer=trainer,
+    meter = CpuMeter()
+    print(f"load average at the start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
+    trials, _ = run_demo_study("overhead", args.trials, listener=meter, trainer=trainer,
                                optimization=optimization, early_stopping={})
     rows = []
     for trial in trials:
         wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
         compute = trial.user_attrs["seconds"]
-        rows.append((wall, compute, wall - compute))
-        print(f"trial {trial.number}: wall {wall:6.2f} s  trainer compute {compute:6.2f} s  "
-              f"overhead {wall - compute:5.2f} s")
-    wall, compute, overhead = (statistics.median(column) for column in zip(*rows, strict=True))
-    print(f"median over {len(rows)} trials: wall {wall:.2f} s, trainer compute {compute:.2f} s, "
-          f"overhead {overhead:.2f} s ({overhead / wall:.0%} of a {args.epochs}-epoch trial)")
+        cpu, compute_cpu = meter.cpu[trial.number], meter.compute_cpu[trial.number]
+        rows.append((wall, compute, wall - compute, cpu, compute_cpu, cpu - compute_cpu))
+        print(f"trial {trial.number}: wall {wall:6.2f} s, trainer compute {compute:6.2f} s, "
+              f"overhead {wall - compute:5.2f} s | CPU {cpu:6.2f} s, trainer compute "
+              f"{compute_cpu:6.2f} s, overhead {cpu - compute_cpu:5.2f} s")
+    wall, compute, overhead, cpu, compute_cpu, cpu_overhead = (
+        statistics.median(column) for column in zip(*rows, strict=True))
+    print(f"median over {len(rows)} trials of {args.epochs} epochs:\n"
+          f"  wall: {wall:.2f} s, trainer compute {compute:.2f} s, "
+          f"overhead {overhead:.2f} s ({overhead / wall:.0%})\n"
+          f"  CPU:  {cpu:.2f} s, trainer compute {compute_cpu:.2f} s, "
+          f"overhead {cpu_overhead:.2f} s ({cpu_overhead / cpu:.0%})")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
