@@ -54,7 +54,9 @@ def test_demo_config_loads_the_tiny_cpu_profile():
     assert config.dataset_path == Path(".state/demo_corpus").resolve()
     assert config.optimization.n_trials == 4
     assert config.fixed_hparams["n_frames_per_step"] == 3
-    assert config.early_stopping["patience"].patience == 3
+    assert config.early_stopping["patience"].patience == 6
+    assert config.fixed_hparams["batch_size"] == 8 and config.trainer.threads == 1
+    assert "guided_attention_weight" in config.hyperparameter_search_space
     assert config.optimization.pruner.n_startup_trials == 1
 
 

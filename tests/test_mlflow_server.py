@@ -139,13 +139,12 @@ def test_artifacts_go_to_the_server_and_come_back_from_it(served_study, mlflow_s
     # The server chose the experiment's artifact location: its proxy, not a local folder.
     experiment = client.get_experiment(client.get_run(run_id).info.experiment_id)
     assert experiment.artifact_location.startswith("mlflow-artifacts:")
-    assert sorted(item.path for item in client.list_artifacts(run_id, "model")) == [
-        "model/best.pt", "model/hparams.json"]
-    hparams = client.download_artifacts(run_id, "model/hparams.json", str(tmp_path))
-    assert json.loads(Path(hparams).read_text())["epochs"] == 2
-    # The server stored them in its own folder; the tuner kept no store of its own.
-    (stored,) = mlflow_server.artifacts_dir.rglob(f"{run_id}/artifacts/model/best.pt")
-    assert filecmp.cmp(stored, Path(best.user_attrs["run_dir"]) / "best.pt", shallow=False)
+    # The registered versions are logged models, stored by the server in its own folder
+    # (the tuner kept no store of its own): the best trial's checkpoint is among them.
+    stored = [path for path in mlflow_server.artifacts_dir.rglob("best.pt")
+              if filecmp.cmp(path, Path(best.user_attrs["run_dir"]) / "best.pt", shallow=False)]
+    assert len(stored) == 1
+    assert json.loads((stored[0].parent / "hparams.json").read_text())["epochs"] == 2
     state_dir = served_study.tuner.config.state_dir
     assert not (state_dir / "mlartifacts").exists() and not (state_dir / "mlflow.db").exists()
 
@@ -156,7 +155,7 @@ def test_the_best_model_is_registered_promoted_and_loaded_through_the_server(
     versions = tuner.models()
     newest = versions[0]
     assert newest["trial"] == study.best_trial.number and newest["study"] == "served"
-    assert newest["value"] == pytest.approx(study.best_value)
+    assert newest["value"] == pytest.approx(study.best_value, rel=1e-3)  # tags: 4 digits
     assert tuner.best_version("served") == newest["version"]
 
     promoted = tuner.promote(newest["version"])
