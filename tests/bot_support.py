@@ -65,6 +65,10 @@ class RecordingSession(BaseSession):
         """Fail the next ``times`` requests (of ``api_method`` only, when given)."""
         self._failures += [(api_method, status, description, retry_after)] * times
 
+    def recover(self) -> None:
+        """Drop the failures still queued: Telegram is back."""
+        self._failures.clear()
+
     def calls(self, api_method: str) -> list[TelegramMethod[Any]]:
         return [r for r in self.requests if r.__api_method__ == api_method]
 

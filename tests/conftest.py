@@ -111,3 +111,23 @@ def tracked_study(corpus: Path, mel_cache: Path,
         study.enqueue_trial({"sampling_rate": 22050, **params})
     run_worker(config, study, poll_s=0.2)
     return TrackedStudy(path, config, study)
+
+
+# --- The bot's tests: a tuner on a synthetic two-parameter config, and a bot over it -------
+# (imported when used: the bot's modules load aiogram, which the other tests never need)
+
+@pytest.fixture
+def tuner(tmp_path: Path):
+    """A SmartTuner on ``tests.bot_support.write_config``'s config in ``tmp_path``."""
+    from tests.bot_support import write_config
+    from tuner_core import SmartTuner
+
+    return SmartTuner(write_config(tmp_path), environ={})
+
+
+@pytest.fixture
+def harness(tuner):
+    """The bot's dispatcher over ``tuner`` (see ``tests.bot_support.BotHarness``)."""
+    from tests.bot_support import BotHarness
+
+    return BotHarness(tuner)

@@ -20,20 +20,9 @@ from tests.bot_support import (
     BotHarness,
     add_study,
     trial,
-    write_config,
 )
 from tuner_core import SmartTuner
 from tuner_core.study import STOP_ATTR, create_study, load_study, open_storage
-
-
-@pytest.fixture
-def tuner(tmp_path: Path) -> SmartTuner:
-    return SmartTuner(write_config(tmp_path), environ={})
-
-
-@pytest.fixture
-def harness(tuner: SmartTuner) -> BotHarness:
-    return BotHarness(tuner)
 
 
 @pytest.fixture

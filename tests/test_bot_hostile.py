@@ -23,16 +23,6 @@ from tuner_core.study import open_storage
 GROUP = -100123
 
 
-@pytest.fixture
-def tuner(tmp_path: Path) -> SmartTuner:
-    return SmartTuner(write_config(tmp_path), environ={})
-
-
-@pytest.fixture
-def harness(tuner: SmartTuner) -> BotHarness:
-    return BotHarness(tuner)
-
-
 def study_id(tuner: SmartTuner, name: str) -> int:
     return open_storage(tuner.config).get_study_id_from_name(name)
 

@@ -2,7 +2,6 @@
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
@@ -10,18 +9,8 @@ from optuna.trial import TrialState
 from bot import messages
 from bot.notifier import Notifier
 from bot.service import TunerService
-from tests.bot_support import ALICE, BotHarness, add_study, trial, write_config
+from tests.bot_support import ALICE, BotHarness, add_study, trial
 from tuner_core import SmartTuner
-
-
-@pytest.fixture
-def tuner(tmp_path: Path) -> SmartTuner:
-    return SmartTuner(write_config(tmp_path), environ={})
-
-
-@pytest.fixture
-def harness(tuner: SmartTuner) -> BotHarness:
-    return BotHarness(tuner)
 
 
 def notifier_of(harness: BotHarness, tuner: SmartTuner) -> Notifier:

@@ -1,20 +1,13 @@
 """The notification feed read from a real (synthetic) study storage."""
 
-from pathlib import Path
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 
-from tests.bot_support import add_study, trial, write_config
+from tests.bot_support import add_study, trial
 from tuner_core import SmartTuner
 from tuner_core.events import LOG_TAIL_CHARS, Kind, collect, finished_studies_backlog
 from tuner_core.study import create_study, open_storage
-
-
-@pytest.fixture
-def tuner(tmp_path: Path) -> SmartTuner:
-    return SmartTuner(write_config(tmp_path), environ={})
 
 
 def test_a_study_tells_its_story_in_order(tuner: SmartTuner) -> None:
