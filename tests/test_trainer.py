@@ -103,7 +103,10 @@ def test_synthesize_reports_how_each_held_out_sentence_ended(trained, corpus, tm
                            str(tmp_path / "held_out")], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    scores, *lines = proc.stdout.splitlines()
+    # First what the model scored at its validation, as the trainer saved it.
+    assert "best.pt: epoch " in scores and ", validation: val_loss " in scores
+    assert "alignment_score " in scores and "stop_rate " in scores
     assert len(lines) == 3 and sorted(p.name for p in (tmp_path / "held_out").iterdir()) == [
         "HELD-0001.wav", "HELD-0002.wav", "HELD-0003.wav"]
     for line in lines:

@@ -34,6 +34,11 @@ def gate_stops(gate: torch.Tensor, n_frames_per_step: int,
     return stopped, frames
 
 
+def format_stop_metric(value: float | None) -> str:
+    """A stop metric for a log line: two decimals, or "-" when none was measured."""
+    return "-" if value is None else f"{value:.2f}"
+
+
 class StopMetrics(NamedTuple):
     stop_rate: float  # share of utterances whose gate fired before the cap
     length_ratio: float  # mean predicted / reference length (a cut-off one counts the cap)

@@ -32,13 +32,18 @@ from train.alignment import utterance_alignment
 from train.artifacts import Speech, synthesize
 from train.audio import save_wav
 from train.checkpoint import CheckpointError, load_checkpoint
+from train.free_running import format_stop_metric
 from train.hparams import HParams
 from train.model import Tacotron2
 
 
 def load_model(checkpoint: Path, device: str = "cpu") -> tuple[Tacotron2, HParams]:
     """The model stored in ``checkpoint``, in eval mode, and its hyperparameters."""
-    state = load_checkpoint(checkpoint, map_location=device)
+    return model_from_state(load_checkpoint(checkpoint, map_location=device), device)
+
+
+def model_from_state(state: dict, device: str = "cpu") -> tuple[Tacotron2, HParams]:
+    """The model of a loaded checkpoint ``state``, in eval mode, and its hyperparameters."""
     hp = HParams.from_dict(state["hparams"])
     model = Tacotron2(hp).to(device)
     model.load_state_dict(state["model"])
@@ -105,13 +110,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         checkpoint = (registered_checkpoint(args.checkpoint, args.tracking_uri)
                       if args.checkpoint.startswith("models:/") else Path(args.checkpoint))
-        model, hp = load_model(checkpoint)
+        state = load_checkpoint(checkpoint)
+        model, hp = model_from_state(state)
         jobs = ([(args.text, args.reference, args.out)] if args.text else
                 [(text, reference, args.out / f"{reference.stem}.wav")
                  for text, reference in held_out_sentences(args.held_out)])
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if scores := state.get("validation"):  # saved by the trainer at that validation
+        print(f"{args.checkpoint}: epoch {state['epoch']}, validation: val_loss "
+              f"{scores['loss']:.3f}, alignment_score {scores['alignment_score']:.2f}, "
+              f"stop_rate {format_stop_metric(scores['stop_rate'])}, length_ratio "
+              f"{format_stop_metric(scores['length_ratio'])}")
     for text, reference, out in jobs:
         speech = synthesize(model, hp, text)
         save_wav(out, speech.wav, hp.sampling_rate)

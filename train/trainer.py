@@ -19,6 +19,7 @@ resume wins over it.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -44,7 +45,7 @@ from train.checkpoint import (
 )
 from train.data import Batch, DataError, make_loaders
 from train.events import EXIT_DIVERGED, emit
-from train.free_running import stop_metrics
+from train.free_running import format_stop_metric, stop_metrics
 from train.hparams import HParams
 from train.loss import Tacotron2Loss
 from train.model import Tacotron2
@@ -70,10 +71,6 @@ class Validation:
     alignment_score: float
     stop_rate: float | None  # None when no utterance is decoded free-running
     length_ratio: float | None
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 def select_device(choice: str) -> torch.device:
@@ -258,7 +255,8 @@ class Trainer:
                  "(focus %.2f progress %.2f coverage %.2f) stop %s length %s lr %.2e %.1fs",
                  epoch, self.step, train_loss, result.loss, result.mel_loss, result.gate_loss,
                  result.alignment_score, result.attention_focus, result.attention_progress,
-                 result.attention_coverage, _fmt(result.stop_rate), _fmt(result.length_ratio),
+                 result.attention_coverage, format_stop_metric(result.stop_rate),
+                 format_stop_metric(result.length_ratio),
                  self.scheduler.lr, self.seconds)
 
         is_best = result.loss < self.best_val_loss
@@ -267,9 +265,9 @@ class Trainer:
         # Mid-epoch validations record the previous epoch as completed and the batches
         # trained of this one (epoch_batches), where a resume goes on.
         completed = epoch if epoch_end else epoch - 1
-        self._save("last", completed, val_loss=result.loss, is_best=is_best)
+        self._save("last", completed, result, is_best=is_best)
         if is_best:
-            self._save("best", completed, val_loss=result.loss, is_best=True)
+            self._save("best", completed, result, is_best=True)
         if self.hp.artifacts == "validation" and self._stop_signal is None:
             self._write_artifacts(epoch)
 
@@ -277,8 +275,9 @@ class Trainer:
     def _checkpoint_path(self, kind: str) -> Path:
         return self.run_dir / f"{kind}.pt"
 
-    def _save(self, kind: str, completed_epochs: int, val_loss: float | None = None,
+    def _save(self, kind: str, completed_epochs: int, validation: Validation | None = None,
               is_best: bool = False) -> None:
+        val_loss = validation.loss if validation is not None else None
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -292,6 +291,8 @@ class Trainer:
             "grad_norms": self._grad_norms,
             "best_val_loss": self.best_val_loss,
             "val_loss": val_loss,
+            # What the model scored when saved: synthesize reports it beside what it says.
+            "validation": dataclasses.asdict(validation) if validation is not None else None,
             "hparams": self.hp.to_dict(),
             "rng": rng_states(),
         }
