@@ -213,8 +213,11 @@ class Trainer:
         totals = np.zeros(4)
         count = 0
         alignment = []
+        first: Batch | None = None  # also decoded free-running, below
         for batch in self.val_loader:
             batch = batch.to(self.device)
+            if first is None:
+                first = batch
             output = self.model(batch.text_padded, batch.input_lengths, batch.mel_padded,
                                 batch.output_lengths)
             terms = self.criterion(output, batch.mel_padded, batch.gate_padded,
@@ -227,7 +230,6 @@ class Trainer:
                                          batch.output_lengths, self.hp.n_frames_per_step)
         stop = (None, None)
         if self.hp.free_running_utterances:
-            first = next(iter(self.val_loader)).to(self.device)
             stop = stop_metrics(self.model, first, self.hp.free_running_utterances,
                                 self.hp.gate_threshold)
         self.model.train()
