@@ -15,7 +15,7 @@ from train.audio import griffin_lim, save_wav
 from train.data import TextMelCollate, TextMelDataset
 from train.free_running import gate_stops
 from train.hparams import HParams
-from train.model import Tacotron2
+from train.model import Tacotron2, evaluating
 from train.text import text_to_sequence
 
 # Decoding stops after this many frames per text token even if the gate never fires:
@@ -34,14 +34,12 @@ class Speech(NamedTuple):
 @torch.no_grad()
 def synthesize(model: Tacotron2, hp: HParams, text: str) -> Speech:
     """Speak ``text`` from the model's own predictions (free-running, capped)."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     ids = torch.tensor([text_to_sequence(text, hp.symbol_set)], dtype=torch.long,
                        device=device)
     cap = math.ceil(ids.size(1) * MAX_FRAMES_PER_TOKEN / hp.n_frames_per_step)
-    _, mel_postnet, gate, alignments = model.infer(ids, max_steps=cap)
-    model.train(was_training)
+    with evaluating(model):
+        _, mel_postnet, gate, alignments = model.infer(ids, max_steps=cap)
     stopped, frames = (int(x[0]) for x in gate_stops(gate, hp.n_frames_per_step,
                                                       hp.gate_threshold))
     wav = griffin_lim(mel_postnet[0, :, :frames].float().cpu().numpy(), hp,
@@ -66,11 +64,9 @@ def render(model: Tacotron2, hp: HParams, validation: TextMelDataset, folder: Pa
     utterance = validation.utterances[0]
     device = next(model.parameters()).device
     batch = TextMelCollate(hp.n_frames_per_step)([validation[0]]).to(device)
-    was_training = model.training
-    model.eval()
-    _, mel_postnet, _, alignments = model(batch.text_padded, batch.input_lengths,
-                                          batch.mel_padded, batch.output_lengths)
-    model.train(was_training)
+    with evaluating(model):
+        _, mel_postnet, _, alignments = model(batch.text_padded, batch.input_lengths,
+                                              batch.mel_padded, batch.output_lengths)
     frames = int(batch.output_lengths[0])
     alignment = alignments[0, : -(-frames // hp.n_frames_per_step)].float().cpu().numpy()
     title = f"{run_name}, {utterance.audio_path.stem}: epoch {epoch}, step {step}"

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 
 from train.data import Batch
-from train.model import Tacotron2
+from train.model import Tacotron2, evaluating
 
 MAX_LENGTH_RATIO = 2.0  # decode at most this many times the reference length
 
@@ -52,11 +52,10 @@ def stop_metrics(model: Tacotron2, batch: Batch, n_utterances: int,
     input_lengths = batch.input_lengths[:n_utterances]
     reference = batch.output_lengths[:n_utterances].float()
     r = model.r
-    was_training = model.training
-    model.eval()
     cap = int(MAX_LENGTH_RATIO * float(reference.max()) / r) + 1
-    gate = model.infer(texts[:, : int(input_lengths.max())], input_lengths, max_steps=cap).gate
-    model.train(was_training)
+    with evaluating(model):
+        gate = model.infer(texts[:, : int(input_lengths.max())], input_lengths,
+                           max_steps=cap).gate
 
     stopped, predicted = gate_stops(gate, r, gate_threshold)
     ratio = (predicted.float() / reference).clamp(max=MAX_LENGTH_RATIO)

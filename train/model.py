@@ -21,8 +21,10 @@ still reads a single frame, the last of the previous step, as in the Tacotron pa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -53,6 +55,17 @@ def padding_mask(lengths: Tensor, max_len: int) -> Tensor:
     """(B, max_len) booleans, True at positions at or beyond each sequence's length."""
     positions = torch.arange(max_len, device=lengths.device)
     return positions.unsqueeze(0) >= lengths.unsqueeze(1)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 class LinearNorm(nn.Linear):
