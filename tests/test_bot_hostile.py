@@ -129,12 +129,13 @@ def test_trainers_do_not_inherit_the_token(tuner: SmartTuner, tmp_path: Path,
     monkeypatch.setenv(app.TOKEN_VARIABLE, TOKEN)  # a tuner run by hand, token exported
     started: list[dict[str, str]] = []
     monkeypatch.setattr(runner, "TrainerProcess",
-                        lambda command, run_dir, cwd, env: started.append(env))
+                        lambda args, run_dir, python, cwd, env, launcher: started.append(env))
     trial_runner = runner.TrialRunner(tuner.config, "s")
     trial_runner._start_trainer({}, tmp_path / "run", None, threads=1)
     [env] = started
     assert app.TOKEN_VARIABLE not in env and env["PATH"] == os.environ["PATH"]
     assert app.TOKEN_VARIABLE not in trial_runner.renders._env  # nor its plot renderer
+    trial_runner.close()
 
 
 # --- item 10: one bot per state folder -----------------------------------------------------------

@@ -1,19 +1,26 @@
-"""One trainer subprocess (``python -m train``): start it, follow its events, end it.
+"""One trainer (``python -m train``): start it, follow its events, end it.
 
 The trainer's stdout carries one JSON event per line (see ``train/events.py``); a
 reader thread turns them into a queue so the tuner can wait for the next event
 with a timeout and meanwhile look at other things (a stop request). stderr goes
 to the trainer's log, ``RUN_DIR/train.log`` (the trainer, started with
 ``--no-log-file``, does not write it too); its tail is what a crash report shows.
+
+A worker starts its trainers warm: a :class:`TrainerLauncher` (``python -m
+train.launcher``) has imported the trainer once and forks one process per trainer, so a
+trial starts training without seconds of imports. Without one (or should it die), the
+trainer is started cold, as its own ``python -m train``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
+import json
 import logging
+import os
 import queue
+import select
 import signal
+import socket
 import subprocess
 import threading
 from collections import deque
@@ -22,17 +29,105 @@ from pathlib import Path
 from typing import Any
 
 from train.events import LOG_FILE, parse
+from train.launcher import MAX_MESSAGE, die_with_parent
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
+
+class LauncherError(RuntimeError):
+    """The launcher could not start a trainer (it died, or failed to import the trainer)."""
 
 
-def _die_with_parent() -> None:
-    # If the tuner itself is killed (even with SIGKILL), the kernel sends the trainer
-    # SIGTERM, so it saves its checkpoint and exits instead of training on unsupervised.
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: the orphan runs on
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+class LaunchedTrainer:
+    """A trainer forked by a :class:`TrainerLauncher`, seen through the part of
+    :class:`subprocess.Popen`'s interface that :class:`TrainerProcess` uses."""
+
+    def __init__(self, pid: int, status: int):
+        self.pid = pid
+        self.returncode: int | None = None
+        self._status = status  # the launcher writes the exit code here when the trainer ends
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self._status], [], [], 0)[0]:
+            self._collect()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            if not select.select([self._status], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(f"trainer {self.pid}", timeout or 0.0)
+            self._collect()
+        assert self.returncode is not None
+        return self.returncode
+
+    def _collect(self) -> None:
+        code = os.read(self._status, 64)
+        os.close(self._status)
+        if code:
+            self.returncode = int(code)
+        else:  # the launcher died first; the trainer got SIGTERM from the kernel
+            log.warning("the launcher of trainer %d died; its exit code is unknown", self.pid)
+            self.returncode = -signal.SIGTERM
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class TrainerLauncher:
+    """A worker's ``python -m train.launcher``: it imports the trainer as soon as it is
+    created, then starts each trainer by forking (see :mod:`train.launcher`)."""
+
+    def __init__(self, python: str, cwd: Path, env: dict[str, str]):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._proc = subprocess.Popen(
+            [python, "-m", "train.launcher", str(theirs.fileno())], pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd=cwd, env=env,
+            preexec_fn=die_with_parent)
+        theirs.close()
+        self._sock = ours
+        self._ready = False
+        self._lock = threading.Lock()  # one request and its answer at a time
+
+    def start(self, args: Sequence[str], cwd: Path, env: dict[str, str], stdout: int,
+              stderr: int) -> LaunchedTrainer:
+        """Fork ``python -m train ARGS`` with these stdout and stderr file descriptors."""
+        status_r, status_w = os.pipe()
+        request = json.dumps({"argv": list(args), "cwd": str(cwd), "env": env}).encode()
+        try:
+            with self._lock:
+                if not self._ready:  # the first start waits for the imports
+                    self._answer()
+                    self._ready = True
+                socket.send_fds(self._sock, [request], [stdout, stderr, status_w])
+                answer = self._answer()
+        except (OSError, LauncherError):
+            os.close(status_r)
+            raise
+        finally:
+            os.close(status_w)
+        if "pid" not in answer:
+            os.close(status_r)
+            raise LauncherError(answer.get("error", "no pid"))
+        return LaunchedTrainer(answer["pid"], status_r)
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def _answer(self) -> dict[str, Any]:
+        message = self._sock.recv(MAX_MESSAGE)
+        if not message:
+            raise LauncherError(f"the launcher exited with code {self._proc.wait()}")
+        return json.loads(message)
+
+    def close(self) -> None:
+        """End the launcher (its running trainers get SIGTERM from the kernel)."""
+        self._sock.close()
+        self._proc.wait()
 
 
 class TrainerProcess:
@@ -40,20 +135,43 @@ class TrainerProcess:
 
     _EOF = object()
 
-    def __init__(self, command: Sequence[str], run_dir: Path, cwd: Path | None = None,
-                 env: dict[str, str] | None = None):
+    def __init__(self, args: Sequence[str], run_dir: Path, *, python: str, cwd: Path,
+                 env: dict[str, str], launcher: TrainerLauncher | None = None):
+        """Start ``python -m train ARGS``, forked by ``launcher`` if there is one."""
         run_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = run_dir / LOG_FILE
         # Appended across adaptation restarts; closed when the trainer's stdout ends.
         self._stderr = open(self.log_path, "ab")  # noqa: SIM115
-        log.debug("starting %s", " ".join(command))
-        self._proc = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=self._stderr,
-                                      stdin=subprocess.DEVNULL, cwd=cwd, env=env, text=True,
-                                      bufsize=1, preexec_fn=_die_with_parent)
+        self._proc: subprocess.Popen | LaunchedTrainer
+        log.debug("starting python -m train %s", " ".join(args))
+        self._proc, self._stdout = self._start_warm(launcher, args, cwd, env) or self._start_cold(
+            [python, "-m", "train", *args], cwd, env)
         self._queue: queue.Queue[Any] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True,
                                         name=f"trainer-{self._proc.pid}")
         self._reader.start()
+
+    def _start_warm(self, launcher: TrainerLauncher | None, args: Sequence[str], cwd: Path,
+                    env: dict[str, str]) -> tuple[LaunchedTrainer, Any] | None:
+        if launcher is None:
+            return None
+        read, write = os.pipe()
+        try:
+            trainer = launcher.start(args, cwd, env, stdout=write, stderr=self._stderr.fileno())
+        except (OSError, LauncherError) as exc:
+            log.warning("starting the trainer cold: its launcher failed (%s)", exc)
+            os.close(read)
+            return None
+        finally:
+            os.close(write)  # the trainer holds it: its end is the trainer's end
+        return trainer, open(read, buffering=1)
+
+    def _start_cold(self, command: list[str], cwd: Path, env: dict[str, str]
+                    ) -> tuple[subprocess.Popen, Any]:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._stderr,
+                                stdin=subprocess.DEVNULL, cwd=cwd, env=env, text=True,
+                                bufsize=1, preexec_fn=die_with_parent)
+        return proc, proc.stdout
 
     @property
     def pid(self) -> int:
@@ -64,11 +182,11 @@ class TrainerProcess:
         return self._proc.poll()
 
     def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            event = parse(line)
-            if event is not None:
-                self._queue.put(event)
+        with self._stdout:
+            for line in self._stdout:
+                event = parse(line)
+                if event is not None:
+                    self._queue.put(event)
         self._queue.put(self._EOF)
 
     def events(self, poll_s: float = 1.0) -> Iterator[dict[str, Any] | None]:

@@ -45,7 +45,7 @@ from tuner_core.adaptation import adapt_hparams
 from tuner_core.config import Config
 from tuner_core.early_stop import Action, Decision, EarlyStopController, EpochMetrics
 from tuner_core.metrics_store import detect_anomalies
-from tuner_core.process import TrainerProcess
+from tuner_core.process import TrainerLauncher, TrainerProcess
 from tuner_core.rendering import BackgroundRenders
 from tuner_core.retries import retried_from
 from tuner_core.search_space import suggest
@@ -202,6 +202,18 @@ class TrialRunner:
              "--data", str(config.dataset_path),
              "--cache-dir", str(config.state_dir / "mel_cache")],
             self._child_env(threads=1), PROJECT_ROOT, self.listener.artifact_rendered)
+        self.launcher: TrainerLauncher | None = None
+        self._start_launcher()  # it imports the trainer while the first trial is prepared
+
+    def _start_launcher(self) -> None:
+        if self.config.trainer.preload:
+            self.launcher = TrainerLauncher(self.config.trainer.python, PROJECT_ROOT,
+                                            self._child_env(threads=1))
+
+    def close(self) -> None:
+        """End the trainer launcher; call when the worker leaves."""
+        if self.launcher is not None:
+            self.launcher.close()
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest(trial, self.config.hyperparameter_search_space)
@@ -285,19 +297,22 @@ class TrialRunner:
 
     def _start_trainer(self, hparams: dict[str, Any], run_dir: Path,
                        resume: Path | None, threads: int) -> TrainerProcess:
-        command = [self.config.trainer.python or sys.executable, "-m", "train",
-                   "--data", str(self.config.dataset_path), "--out", str(run_dir),
-                   "--cache-dir", str(self.config.state_dir / "mel_cache"),
-                   "--hparams", json.dumps(hparams),
-                   "--no-log-file"]  # its stderr is the run's log (TrainerProcess)
+        args = ["--data", str(self.config.dataset_path), "--out", str(run_dir),
+                "--cache-dir", str(self.config.state_dir / "mel_cache"),
+                "--hparams", json.dumps(hparams),
+                "--no-log-file"]  # its stderr is the run's log (TrainerProcess)
         if resume is not None:
-            command += ["--resume", str(resume)]
+            args += ["--resume", str(resume)]
         trainer = self.config.trainer
         if trainer.warm_start is not None:  # the trainer skips it when resuming
-            command += ["--warm-start", str(trainer.warm_start)]
+            args += ["--warm-start", str(trainer.warm_start)]
             if trainer.ignore_layers:
-                command += ["--ignore-layers", ",".join(trainer.ignore_layers)]
-        return TrainerProcess(command, run_dir, cwd=PROJECT_ROOT, env=self._child_env(threads))
+                args += ["--ignore-layers", ",".join(trainer.ignore_layers)]
+        if self.launcher is not None and not self.launcher.alive:
+            log.warning("the trainer launcher exited; starting a new one")
+            self._start_launcher()
+        return TrainerProcess(args, run_dir, python=trainer.python, cwd=PROJECT_ROOT,
+                              env=self._child_env(threads), launcher=self.launcher)
 
     @staticmethod
     def _child_env(threads: int) -> dict[str, str]:

@@ -226,21 +226,24 @@ def run_worker(config: Config, study: optuna.Study, listener: TrialListener | No
         budget_lock.release()  # the trial is in the storage now: every count sees it
         return runner(trial)
 
-    while not stop_requested(study):
-        with budget_lock:
-            # Fail (and so queue the retry of) trials whose worker died, before counting.
-            fail_stale_trials(study)
-            queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-            if trials_left(study) > 0 or queued:
-                study.optimize(run_claimed_trial, n_trials=1, catch=(TrialCrashed,),
-                               gc_after_trial=False)
-                continue
-        if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            break
-        # The budget is taken, but another worker's trial still runs; stay to retry it
-        # should that worker die, and leave as soon as it ends.
-        time.sleep(poll_s)
-    runner.renders.wait()  # the plots of stopped trials, drawn beside the later ones
+    try:
+        while not stop_requested(study):
+            with budget_lock:
+                # Fail (and so queue the retry of) trials whose worker died, before counting.
+                fail_stale_trials(study)
+                queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                if trials_left(study) > 0 or queued:
+                    study.optimize(run_claimed_trial, n_trials=1, catch=(TrialCrashed,),
+                                   gc_after_trial=False)
+                    continue
+            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                break
+            # The budget is taken, but another worker's trial still runs; stay to retry it
+            # should that worker die, and leave as soon as it ends.
+            time.sleep(poll_s)
+        runner.renders.wait()  # the plots of stopped trials, drawn beside the later ones
+    finally:
+        runner.close()
     with budget_lock:  # two workers leaving at once must not both end the study
         finished = _mark_finished_if_last(study)
     if finished:
