@@ -4,6 +4,7 @@ commands, groups, and a second bot on the same state folder."""
 import asyncio
 import io
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from bot.messages import MESSAGE_LIMIT, STOPPING
 from bot.notifier import Notifier
 from bot.state import StateFolderInUse, hold_state_folder
 from tests.bot_support import ALICE, MALLORY, TOKEN, BotHarness, add_study, trial, write_config
+from tests.deadlines import scaled
 from tuner_core import SmartTuner, runner
 from tuner_core.study import open_storage
 
@@ -183,8 +185,9 @@ async def test_stopping_cancels_an_export_in_hand_and_tells_the_chat(
     monkeypatch.setattr(harness.service, "require_version", known)
     monkeypatch.setattr(harness.service, "export", endless_export)
     press = asyncio.create_task(harness.press(ALICE, "md:e:1"))
-    await asyncio.wait_for(exporting.wait(), timeout=30)
-    await asyncio.wait_for(harness.dispatcher["updates_in_hand"].finish(0.1, 5), timeout=30)
+    await asyncio.wait_for(exporting.wait(), timeout=scaled(30))
+    await asyncio.wait_for(harness.dispatcher["updates_in_hand"].finish(0.1, 5),
+                           timeout=scaled(30))
     assert press.done()
     texts = [r.text for r in harness.session.calls("sendMessage")]
     assert texts == [STOPPING]
@@ -202,9 +205,8 @@ async def test_an_export_is_a_child_process_that_a_cancel_ends(
 
     monkeypatch.setattr(asyncio, "create_subprocess_exec", sleeping_export)
     export = asyncio.create_task(harness.service.export(1))
-    for _ in range(600):  # 30 s at most: the export runs as a child process
-        if started:
-            break
+    deadline = time.monotonic() + scaled(30)  # the export runs as a child process
+    while not started and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert started
     export.cancel()

@@ -12,6 +12,7 @@ from bot.jobs import create_scheduler
 from bot.notifier import Notifier
 from bot.state import STATE_FILE
 from tests.bot_support import ALICE, BotHarness, add_study, trial, write_config
+from tests.deadlines import scaled
 from tuner_core import SmartTuner
 from tuner_core.study import FINISHED_ATTR
 
@@ -178,9 +179,8 @@ async def test_the_scheduler_polls_in_the_bots_loop(tmp_path: Path) -> None:
     assert {job.id for job in scheduler.get_jobs()} == {"notifications", "metrics_summary"}
     scheduler.start()
     try:
-        for _ in range(100):
-            if len(sent(harness)) == 3:
-                break
+        deadline = time.monotonic() + scaled(5)
+        while len(sent(harness)) != 3 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
     finally:
         await notifier.close(timeout=5)

@@ -37,6 +37,7 @@ Test controls (thread-safe; callable from any thread or loop):
     fake.failures_served -> int
     fake.wait_for(predicate, timeout=5.0)               # blocking poll; returns the truthy value
     await fake.wait_for_async(predicate, timeout=5.0)   # the same, for code in the bot's loop
+                                                        # (both timeouts pass through scaled())
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
+
+from tests.deadlines import scaled
 
 TEST_TOKEN = "123456789:AAFakeTelegramTokenForSmartTuner000"
 MAX_TEXT_LENGTH = 4096
@@ -684,7 +687,10 @@ class FakeTelegram:
             return self._failures_served
 
     def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
-        """Poll `predicate` until it returns something truthy; return that. Blocks the thread."""
+        """Poll `predicate` until it returns something truthy; return that. Blocks the thread.
+
+        `timeout` is scaled by tests.deadlines, as every test deadline is."""
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while not (outcome := predicate()):
             if time.monotonic() > deadline:
@@ -694,6 +700,7 @@ class FakeTelegram:
 
     async def wait_for_async(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
         """wait_for() that yields to the event loop, for tests running the bot in their loop."""
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while not (outcome := predicate()):
             if time.monotonic() > deadline:
@@ -752,7 +759,7 @@ class FakeTelegram:
     def _timeout_report(self, timeout: float) -> str:
         recent_messages = [(m.chat_id, m.text_or_caption[:80]) for m in self.sent[-5:]]
         recent_calls = [(c.method, c.status, c.description) for c in self.calls[-5:]]
-        return (f"condition not met within {timeout} s; last bot messages: {recent_messages}; "
+        return (f"condition not met within {timeout:.1f} s; last bot messages: {recent_messages}; "
                 f"last API calls: {recent_calls}")
 
     # ------------------------------------------------------------------ updates

@@ -26,6 +26,7 @@ from aiogram.types import (
 )
 from PIL import Image
 
+from tests.deadlines import scaled
 from tests.e2e.fake_telegram import TEST_TOKEN, FakeTelegram
 
 USER = 4242
@@ -244,7 +245,7 @@ async def test_long_poll_waits_for_an_update_and_offset_confirms_it(
     await asyncio.sleep(0.1)
     assert not poll.done()
     sent = fake.user_sends(USER, "/status")
-    [update] = await asyncio.wait_for(poll, 1)
+    [update] = await asyncio.wait_for(poll, scaled(1))
     assert update.update_id == sent["update_id"] and update.message.text == "/status"
 
     assert len(await bot.get_updates()) == 1  # not confirmed yet
@@ -273,7 +274,7 @@ async def test_a_second_poller_ends_the_first_with_a_conflict(bot: Bot) -> None:
     await asyncio.sleep(0.1)
     second = asyncio.create_task(bot.get_updates(timeout=0))
     with pytest.raises(TelegramConflictError):
-        await asyncio.wait_for(first, 1)
+        await asyncio.wait_for(first, scaled(1))
     assert await second == []
 
 
@@ -290,12 +291,13 @@ async def test_a_429_surfaces_as_retry_after(fake: FakeTelegram, bot: Bot) -> No
 
 
 async def test_a_failure_window_answers_502(fake: FakeTelegram, bot: Bot) -> None:
-    fake.fail_for(0.2, status=502)
+    window = scaled(0.2)  # both calls below must fall in it
+    fake.fail_for(window, status=502)
     with pytest.raises(TelegramServerError, match="Bad Gateway"):
         await bot.send_message(USER, "down")
     with pytest.raises(TelegramServerError):
         await bot.get_me()
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(window + 0.05)
     await bot.send_message(USER, "up")
     assert fake.failures_served == 2
 
@@ -328,7 +330,7 @@ async def test_dispatcher_polling_echoes_a_message(fake: FakeTelegram, bot: Bot)
     # Its next poll confirms the handled update.
     await fake.wait_for_async(lambda: not fake.pending_updates, timeout=2)
     await dispatcher.stop_polling()
-    await asyncio.wait_for(polling, 2)
+    await asyncio.wait_for(polling, scaled(2))
 
 
 def test_a_threaded_server_serves_a_bot_in_another_loop() -> None:
