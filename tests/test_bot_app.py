@@ -13,6 +13,7 @@ import pytest
 import run_bot
 from bot.app import RedactToken, SettingsError, check_settings
 from tests.bot_support import ALICE, TOKEN, add_study, trial, write_config
+from tests.deadlines import scaled
 from tests.e2e.fake_telegram import FakeTelegram
 from tuner_core import SmartTuner
 
@@ -91,7 +92,7 @@ def test_the_bot_serves_notifies_and_stops_on_sigterm(tmp_path: Path) -> None:
                     ] == ["tune"]
         finally:
             bot.send_signal(signal.SIGTERM)
-            output = bot.communicate(timeout=30)[0].decode()
+            output = bot.communicate(timeout=scaled(30))[0].decode()
     assert bot.returncode == 0, output
     log = (tmp_path / "state" / "logs" / "bot.log").read_text()
     assert "bot stopped; running studies go on in their workers" in log
@@ -110,6 +111,6 @@ def test_the_bot_starts_without_torch_mlflow_or_matplotlib(tmp_path: Path) -> No
          " tuner.config.telegram);"
          "print(sorted({name.split('.')[0] for name in sys.modules}"
          " & {'torch', 'mlflow', 'matplotlib'}))"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        cwd=ROOT, capture_output=True, text=True, timeout=scaled(120))
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert loaded.stdout.splitlines()[-1] == "[]"

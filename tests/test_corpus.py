@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.deadlines import scaled
 from train.corpus import SAMPLE_RATE, Espeak, generate_corpus, generate_sentences, main
 from train.text import normalize
 
@@ -111,7 +112,7 @@ def test_cli_writes_a_corpus(tmp_path: Path) -> None:
     out = tmp_path / "cli"
     result = subprocess.run(
         [sys.executable, "-m", "train.corpus", "--out", str(out), "--n", "3"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=120,
+        cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=scaled(120),
     )
     assert result.returncode == 0, result.stderr
     assert str(out) in result.stdout

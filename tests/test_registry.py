@@ -17,6 +17,7 @@ import yaml
 from mlflow.entities import LoggedModelStatus
 
 from tests.conftest import TrackedStudy
+from tests.deadlines import scaled
 from train.model import Tacotron2
 from train.synthesize import load_model
 from tuner_core import SmartTuner
@@ -180,7 +181,7 @@ def test_the_champion_checkpoint_is_used_through_its_models_uri(tracked_study, t
         [sys.executable, "-m", "train.synthesize", "--checkpoint", "models:/test@champion",
          "--tracking-uri", config.tracking_uri, "--text", "Hello.", "--out", str(wav)],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=scaled(120))
     assert done.returncode == 0, done.stderr[-2000:]
     assert soundfile.info(wav).samplerate == 22050 and soundfile.info(wav).frames > 0
     assert not (tmp_path / "mlflow.db").exists()  # MLflow's default store was left alone

@@ -11,6 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import TEST_HPARAMS, TrackedStudy
+from tests.deadlines import scaled
 from tests.test_tuner import ROOT, write_config
 from tuner_core.config import load_config
 from tuner_core.study import create_study, run_worker
@@ -179,7 +180,7 @@ def test_workers_starting_together_on_a_new_store_all_track(tmp_path, corpus, me
     processes = [subprocess.Popen([sys.executable, "-c", script, str(path)], cwd=ROOT,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(3)]
-    outcomes = [process.communicate(timeout=120) for process in processes]
+    outcomes = [process.communicate(timeout=scaled(120)) for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0], outcomes
     assert len({out.strip() for out, _ in outcomes}) == 1  # one experiment for all
 

@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import yaml
 
+from tests.deadlines import scaled
 from tests.test_tuner import ROOT, write_config
 from train.data import DataError, check_corpus
 from train.hparams import HParams
@@ -19,7 +20,7 @@ from tuner_core.__main__ import main
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tuner_core", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=scaled(timeout))
 
 
 def standalone_config(tmp_path: Path, dataset: Path, **settings) -> Path:

@@ -12,6 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import TEST_HPARAMS
+from tests.deadlines import scaled
 from tests.test_tuner import ROOT, write_config
 from tuner_core import SmartTuner
 from tuner_core.__main__ import COMMANDS, build_parser, main
@@ -26,7 +27,7 @@ def test_tune_runs_a_study_and_the_other_commands_read_it(corpus, mel_cache, tmp
                         trainer={"hparams": {**TEST_HPARAMS, "epochs": 2}})
     proc = subprocess.run([sys.executable, "-m", "tuner_core", "tune", "--config", str(path),
                            "--trials", "1", "--study", "cli", "--quiet"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=scaled(300))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "=== Study cli ===" in proc.stdout and "learning_rate" in proc.stdout
     assert (tmp_path / "state" / "logs" / "smart_tuner.log").stat().st_size > 0
@@ -169,7 +170,7 @@ def test_a_worker_started_for_a_study_gets_the_overrides(tmp_path, corpus, mel_c
     tuner = SmartTuner(write_config(tmp_path, corpus, mel_cache),
                        overrides=["trainer.python=/bin/false"])
     name, worker = tuner.start_study(n_trials=1, study_name="overridden")
-    worker.wait(timeout=300)
+    worker.wait(timeout=scaled(300))
     (trial,) = load_study(tuner.config, name).trials
     assert trial.state is TrialState.FAIL and trial.user_attrs["exit_code"] == 1
 
@@ -259,7 +260,7 @@ def test_commands_that_read_the_storage_load_no_torch_mlflow_or_matplotlib(
     create_study(load_config(path), "light", 1)
     args = command if command == ["--help"] else [*command, "--config", str(path)]
     proc = subprocess.run([sys.executable, "-c", CLI_THEN_LOADED, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=scaled(120))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[-1] == "[]"
 

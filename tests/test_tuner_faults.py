@@ -9,6 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.deadlines import scaled
 from tests.test_tuner import ROOT, write_config
 from tuner_core.config import load_config
 from tuner_core.retries import fail_stale_trials
@@ -38,13 +39,13 @@ def test_processes_opening_a_new_sqlite_storage_at_once_all_succeed(tmp_path, co
                                    str(tmp_path / f"ready{n}")],
                                   cwd=ROOT, stderr=subprocess.PIPE, text=True)
                  for n in range(4)]
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + scaled(120)
     while not all((tmp_path / f"ready{n}").exists() for n in range(4)):
         assert time.monotonic() < deadline and all(p.poll() is None for p in processes)
         time.sleep(0.05)
     go.touch()
     for process in processes:
-        assert process.wait(timeout=120) == 0, process.stderr.read()[-2000:]
+        assert process.wait(timeout=scaled(120)) == 0, process.stderr.read()[-2000:]
     assert [s.study_name for s in optuna.get_all_study_summaries(
         open_storage(load_config(path)))] == ["raced"]
 
@@ -63,7 +64,7 @@ def test_a_dead_workers_trial_and_its_mlflow_run_are_closed_with_the_reason(
     storage = open_storage(config)
     storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(
         storage.get_study_id_from_name("lost"), lost.number))
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + scaled(60)
     while study.get_trials(deepcopy=False)[0].state is TrialState.RUNNING:
         assert time.monotonic() < deadline, "the trial never went stale"
         time.sleep(0.5)
