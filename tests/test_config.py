@@ -57,7 +57,7 @@ def test_demo_config_loads_the_tiny_cpu_profile():
     assert config.early_stopping["patience"].patience == 6
     assert config.fixed_hparams["batch_size"] == 8 and config.trainer.threads == 1
     assert "guided_attention_weight" in config.hyperparameter_search_space
-    assert config.optimization.pruner.n_startup_trials == 1
+    assert config.optimization.pruner.type == "successive_halving"
 
 
 def test_dataset_path_from_the_environment_in_the_full_size_config():

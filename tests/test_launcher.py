@@ -14,6 +14,7 @@ from tests.conftest import TEST_HPARAMS
 from tests.deadlines import scaled
 from train.checkpoint import load_checkpoint
 from tuner_core.process import TrainerLauncher, TrainerProcess
+from tuner_core.rendering import BackgroundRenders
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,5 +108,20 @@ def test_without_a_working_launcher_the_trainer_starts_cold(corpus, mel_cache, t
     broken = TrainerLauncher("/bin/false", ROOT, environment(threads=1))
     process = start(broken, train_args(corpus, mel_cache, tmp_path, epochs=1), tmp_path)
     assert events_until(process)[-1]["status"] == "done" and process.returncode == 0
-    assert "starting the trainer cold" in caplog.text
+    assert "starting python -m train cold" in caplog.text
     assert not broken.alive
+
+
+def test_a_render_forked_by_the_launcher_that_fails_is_logged_with_its_error(
+        launcher, corpus, tmp_path, caplog):
+    damaged = tmp_path / "best.pt"
+    damaged.write_bytes(b"not a checkpoint")
+    drawn: list[Path] = []
+    renders = BackgroundRenders(sys.executable, ["--data", str(corpus)], environment(threads=1),
+                                ROOT, lambda _, path: drawn.append(path),
+                                launcher=lambda: launcher)
+    renders.start(7, damaged)
+    renders.wait()
+    assert drawn == [] and not (tmp_path / "best.pt.rendering").exists()
+    assert "trial 7: drawing its plots failed (exit 1): error:" in caplog.text
+    assert "best.pt.rendering" in (tmp_path / "train.log").read_text()

@@ -202,7 +202,9 @@ def test_a_stopped_trials_plots_are_drawn_afterwards_and_logged(tmp_path, corpus
     run_id = trial.user_attrs["mlflow_run_id"]
     logged = sorted(file.path for folder in ("alignment", "mel", "audio")
                     for file in client.list_artifacts(run_id, folder))
-    assert logged == ["alignment/alignment_e0001.png", "audio/sample_e0001.wav",
-                      "mel/mel_e0001.png"]
+    # The raw alignment (.npy) too, when the render wrote it before the trial's end was
+    # recorded (whatever artifacts/ holds then is logged).
+    assert {"alignment/alignment_e0001.png", "audio/sample_e0001.wav",
+            "mel/mel_e0001.png"} <= set(logged)
     trainer_log = (Path(trial.user_attrs["run_dir"]) / "train.log").read_text()
     assert "stopped: signal SIGTERM" in trainer_log

@@ -6,11 +6,12 @@ Starting ``python -m train`` costs seconds of imports (torch, librosa's filters 
 scipy.signal, torch's compiler stack that the optimiser pulls in, matplotlib) before
 the first step, at every trial and every adaptation restart. This process pays them
 once per worker: it imports them and then waits on a Unix socket. For each request
-(the trainer's argument list, environment and working directory, with its stdout,
-stderr and a status pipe passed as file descriptors) it forks a child that runs
-``train.__main__.main`` exactly as ``python -m train`` would, answers with the child's
-pid, and when the child ends writes its exit code (negative: the signal that ended it,
-as :mod:`subprocess` reports it) to the status pipe.
+(the program, ``train`` or ``train.render``, its argument list, environment, working
+directory and niceness, with its stdout, stderr and a status pipe passed as file
+descriptors) it forks a child that runs the program's ``main`` exactly as ``python -m
+train`` (or ``python -m train.render``) would, answers with the child's pid, and when
+the child ends writes its exit code (negative: the signal that ended it, as
+:mod:`subprocess` reports it) to the status pipe.
 
 Each trainer is still its own process: it may be sent SIGTERM to save and exit, and it
 dies with the launcher (``PR_SET_PDEATHSIG``), which dies with the tuner. The launcher
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import json
 import os
 import select
@@ -32,6 +34,8 @@ from typing import Any
 
 # Enough for a request (argv with the hyperparameters' JSON, and an environment).
 MAX_MESSAGE = 1 << 20
+# The programs a launcher runs: python -m NAME → the module whose main() it calls.
+PROGRAMS = {"train": "train.__main__", "train.render": "train.render"}
 _PR_SET_PDEATHSIG = 1
 
 
@@ -48,11 +52,12 @@ def preload() -> None:
     import librosa.filters  # noqa: F401  (librosa's lazy loader: scipy.signal, numba)
     import torch._dynamo  # noqa: F401  (imported by torch.optim on the first optimiser)
 
-    import train.__main__  # noqa: F401  (the trainer, its model, data, plots and audio)
+    import train.__main__  # the trainer, its model, data, plots and audio
+    import train.render  # noqa: F401  (the plots of stopped trials, drawn afterwards)
 
 
 def _run_child(request: dict[str, Any], fds: list[int], server_pid: int) -> int:
-    """In the forked child: become ``python -m train`` with the request's arguments."""
+    """In the forked child: become ``python -m PROGRAM`` with the request's arguments."""
     stdout, stderr = fds[0], fds[1]
     os.dup2(stdout, 1)
     os.dup2(stderr, 2)
@@ -66,15 +71,14 @@ def _run_child(request: dict[str, Any], fds: list[int], server_pid: int) -> int:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    os.nice(request["nice"])
     import torch
 
     # Torch read OMP_NUM_THREADS when the launcher imported it; apply the trainer's own.
     if threads := os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(int(threads))
-    sys.argv = ["python -m train", *request["argv"]]
-
-    from train.__main__ import main
-    return main(request["argv"])
+    sys.argv = [f"python -m {request['program']}", *request["argv"]]
+    return importlib.import_module(PROGRAMS[request["program"]]).main(request["argv"])
 
 
 def _fork_trainer(request: dict[str, Any], fds: list[int], keep_closed: list[int]) -> int:

@@ -219,6 +219,9 @@ class PrunerConfig(_Section):
     n_startup_trials: int = Field(5, ge=0)  # trials that finish before any is pruned
     n_warmup_steps: int = Field(2, ge=0)    # validations of a trial before it may be pruned
     percentile: float = Field(50.0, ge=0, le=100)
+    # successive_halving, hyperband: 1 in reduction_factor trials goes on at each rung; the
+    # first rung is at n_warmup_steps validations (at least 1)
+    reduction_factor: int = Field(3, ge=2)
     patience: int | None = Field(None, ge=0)  # wrap in optuna's PatientPruner when set
 
 

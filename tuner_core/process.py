@@ -26,7 +26,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from train.events import LOG_FILE, parse
 from train.launcher import MAX_MESSAGE, die_with_parent
@@ -93,10 +93,12 @@ class TrainerLauncher:
         self._lock = threading.Lock()  # one request and its answer at a time
 
     def start(self, args: Sequence[str], cwd: Path, env: dict[str, str], stdout: int,
-              stderr: int) -> LaunchedTrainer:
-        """Fork ``python -m train ARGS`` with these stdout and stderr file descriptors."""
+              stderr: int, program: str = "train", nice: int = 0) -> LaunchedTrainer:
+        """Fork ``python -m PROGRAM ARGS`` (``train`` or ``train.render``) with these stdout
+        and stderr file descriptors, ``nice`` steps below the launcher's priority."""
         status_r, status_w = os.pipe()
-        request = json.dumps({"argv": list(args), "cwd": str(cwd), "env": env}).encode()
+        request = json.dumps({"program": program, "argv": list(args), "cwd": str(cwd),
+                              "env": env, "nice": nice}).encode()
         try:
             with self._lock:
                 if not self._ready:  # the first start waits for the imports
@@ -130,6 +132,35 @@ class TrainerLauncher:
         self._proc.wait()
 
 
+def launch(program: str, args: Sequence[str], *, python: str, cwd: Path,
+           env: dict[str, str], stderr: int, launcher: TrainerLauncher | None,
+           nice: int = 0) -> tuple[subprocess.Popen | LaunchedTrainer, TextIO]:
+    """Start ``python -m PROGRAM ARGS``, forked by ``launcher`` if there is one and it
+    works, else cold; the process and its stdout, line by line."""
+    if launcher is not None:
+        read, write = os.pipe()
+        try:
+            process = launcher.start(args, cwd, env, stdout=write, stderr=stderr,
+                                     program=program, nice=nice)
+        except (OSError, LauncherError) as exc:
+            log.warning("starting python -m %s cold: its launcher failed (%s)", program, exc)
+            os.close(read)
+        else:
+            return process, open(read, buffering=1)  # closed by its reader
+        finally:
+            os.close(write)  # the child holds it: its end is the child's end
+
+    def prepare_child() -> None:
+        die_with_parent()
+        os.nice(nice)
+
+    cold = subprocess.Popen([python, "-m", program, *args], stdout=subprocess.PIPE,
+                            stderr=stderr, stdin=subprocess.DEVNULL, cwd=cwd, env=env,
+                            text=True, bufsize=1, preexec_fn=prepare_child)
+    assert cold.stdout is not None
+    return cold, cold.stdout
+
+
 class TrainerProcess:
     """A running trainer; iterate :meth:`events` until it ends, then read :attr:`returncode`."""
 
@@ -142,36 +173,13 @@ class TrainerProcess:
         self.log_path = run_dir / LOG_FILE
         # Appended across adaptation restarts; closed when the trainer's stdout ends.
         self._stderr = open(self.log_path, "ab")  # noqa: SIM115
-        self._proc: subprocess.Popen | LaunchedTrainer
         log.debug("starting python -m train %s", " ".join(args))
-        self._proc, self._stdout = self._start_warm(launcher, args, cwd, env) or self._start_cold(
-            [python, "-m", "train", *args], cwd, env)
+        self._proc, self._stdout = launch("train", args, python=python, cwd=cwd, env=env,
+                                          stderr=self._stderr.fileno(), launcher=launcher)
         self._queue: queue.Queue[Any] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True,
                                         name=f"trainer-{self._proc.pid}")
         self._reader.start()
-
-    def _start_warm(self, launcher: TrainerLauncher | None, args: Sequence[str], cwd: Path,
-                    env: dict[str, str]) -> tuple[LaunchedTrainer, Any] | None:
-        if launcher is None:
-            return None
-        read, write = os.pipe()
-        try:
-            trainer = launcher.start(args, cwd, env, stdout=write, stderr=self._stderr.fileno())
-        except (OSError, LauncherError) as exc:
-            log.warning("starting the trainer cold: its launcher failed (%s)", exc)
-            os.close(read)
-            return None
-        finally:
-            os.close(write)  # the trainer holds it: its end is the trainer's end
-        return trainer, open(read, buffering=1)
-
-    def _start_cold(self, command: list[str], cwd: Path, env: dict[str, str]
-                    ) -> tuple[subprocess.Popen, Any]:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._stderr,
-                                stdin=subprocess.DEVNULL, cwd=cwd, env=env, text=True,
-                                bufsize=1, preexec_fn=die_with_parent)
-        return proc, proc.stdout
 
     @property
     def pid(self) -> int:

@@ -5,7 +5,9 @@ soon as it has saved its checkpoint: drawing plots and speaking a sample between
 SIGTERM and exit would only delay the next trial. When its run was meant to end with
 them (``artifacts=end``), :class:`BackgroundRenders` draws them from the trial's best
 checkpoint with ``python -m train.render``, in a low-priority process beside the next
-trial, and hands each file to the listener (MLflow tracking logs it to the trial's run).
+trial (forked by the worker's launcher, see :mod:`tuner_core.process`; its log goes to the
+run's ``train.log``), and hands each file to the listener (MLflow tracking logs it to the
+trial's run).
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import os
 import shutil
 import subprocess
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
-from train.events import parse
+from train.events import LOG_FILE, parse
+from tuner_core.process import LaunchedTrainer, TrainerLauncher, launch
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +33,15 @@ NICENESS = 10  # below the trainers, which the worker starts at its own priority
 class BackgroundRenders:
     """Start renders, and wait for them all before the worker leaves."""
 
-    def __init__(self, command_prefix: list[str], env: dict[str, str], cwd: Path,
-                 on_artifact: Callable[[int, Path], None]):
-        self._prefix = command_prefix  # python -m train.render --data ... --cache-dir ...
+    def __init__(self, python: str, args: list[str], env: dict[str, str], cwd: Path,
+                 on_artifact: Callable[[int, Path], None],
+                 launcher: Callable[[], TrainerLauncher | None] = lambda: None):
+        self._python = python
+        self._args = args  # --data ... --cache-dir ...
         self._env = env
         self._cwd = cwd
         self._on_artifact = on_artifact
+        self._launcher = launcher  # the worker's, which forks the render without imports
         self._threads: list[threading.Thread] = []
 
     def start(self, trial_number: int, checkpoint: Path) -> None:
@@ -46,23 +54,31 @@ class BackgroundRenders:
             os.link(checkpoint, kept)
         except OSError:  # a file system without hard links
             shutil.copyfile(checkpoint, kept)
-        process = subprocess.Popen([*self._prefix, "--checkpoint", str(kept)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   cwd=self._cwd, env=self._env,
-                                   preexec_fn=lambda: os.nice(NICENESS))
-        thread = threading.Thread(target=self._follow, args=(trial_number, process, kept),
+        log_path = checkpoint.with_name(LOG_FILE)
+        with open(log_path, "ab") as stderr:
+            process, stdout = launch("train.render", [*self._args, "--checkpoint", str(kept)],
+                                     python=self._python, cwd=self._cwd, env=self._env,
+                                     stderr=stderr.fileno(), launcher=self._launcher(),
+                                     nice=NICENESS)
+        thread = threading.Thread(target=self._follow,
+                                  args=(trial_number, process, stdout, kept, log_path),
                                   name=f"render-{trial_number}", daemon=True)
         thread.start()
         self._threads.append(thread)
 
-    def _follow(self, trial_number: int, process: subprocess.Popen, kept: Path) -> None:
-        out, err = process.communicate()
+    def _follow(self, trial_number: int, process: subprocess.Popen | LaunchedTrainer,
+                stdout: TextIO, kept: Path, log_path: Path) -> None:
+        with stdout:
+            events = list(filter(None, map(parse, stdout)))
+        code = process.wait()
         kept.unlink(missing_ok=True)
-        if process.returncode != 0:
-            log.warning("trial %d: drawing its plots failed (exit %d): %s", trial_number,
-                        process.returncode, err.strip().splitlines()[-1:] or "")
+        if code != 0:
+            with open(log_path, errors="replace") as log_file:
+                last = deque(log_file, maxlen=1)
+            log.warning("trial %d: drawing its plots failed (exit %d): %s", trial_number, code,
+                        "".join(last).strip())
             return
-        for event in filter(None, map(parse, out.splitlines())):
+        for event in events:
             if event["event"] == "artifact":
                 self._on_artifact(trial_number, Path(event["path"]))
 

@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -198,10 +197,11 @@ class TrialRunner:
         self.poll_s = poll_s
         self.direction = config.optimization.direction
         self.renders = BackgroundRenders(
-            [config.trainer.python or sys.executable, "-m", "train.render",
-             "--data", str(config.dataset_path),
+            config.trainer.python,
+            ["--data", str(config.dataset_path),
              "--cache-dir", str(config.state_dir / "mel_cache")],
-            self._child_env(threads=1), PROJECT_ROOT, self.listener.artifact_rendered)
+            self._child_env(threads=1), PROJECT_ROOT, self.listener.artifact_rendered,
+            launcher=lambda: self.launcher)
         self.launcher: TrainerLauncher | None = None
         self._start_launcher()  # it imports the trainer while the first trial is prepared
 

@@ -131,9 +131,11 @@ def make_pruner(opt: OptimizationConfig) -> optuna.pruners.BasePruner:
         pruner = optuna.pruners.PercentilePruner(p.percentile, n_startup_trials=p.n_startup_trials,
                                                  n_warmup_steps=p.n_warmup_steps)
     elif p.type == "successive_halving":
-        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, p.n_warmup_steps))
+        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, p.n_warmup_steps),
+                                                        reduction_factor=p.reduction_factor)
     elif p.type == "hyperband":
-        pruner = optuna.pruners.HyperbandPruner(min_resource=max(1, p.n_warmup_steps))
+        pruner = optuna.pruners.HyperbandPruner(min_resource=max(1, p.n_warmup_steps),
+                                                reduction_factor=p.reduction_factor)
     else:
         pruner = optuna.pruners.NopPruner()
     if p.patience is not None and p.type != "none":
