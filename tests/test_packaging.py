@@ -12,6 +12,8 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
+from tests.deadlines import scaled
+
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 PACKAGES = ("train", "tuner_core", "bot")
@@ -35,7 +37,7 @@ def test_pip_install_gives_working_console_scripts(tmp_path):
     (purelib / "pinned_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
                     "--no-deps", "--no-build-isolation", "--no-index", "--ignore-installed",
-                    str(source)], check=True, timeout=300)
+                    str(source)], check=True, timeout=scaled(300))
     assert sorted(path.name for path in purelib.iterdir() if path.name in
                   (*PACKAGES, "tests", "bench")) == sorted(PACKAGES)
 
@@ -46,7 +48,7 @@ def test_pip_install_gives_working_console_scripts(tmp_path):
 
     def run(*command: str) -> str:
         proc = subprocess.run([str(venv / "bin" / command[0]), *command[1:]], cwd=outside,
-                              env=env, capture_output=True, text=True, timeout=120)
+                              env=env, capture_output=True, text=True, timeout=scaled(120))
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout
 

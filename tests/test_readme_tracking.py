@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.conftest import TEST_HPARAMS
+from tests.deadlines import scaled
 from tests.test_mlflow_server import _free_port
 from tests.test_tuner import ROOT, write_config
 from tuner_core import SmartTuner
@@ -62,7 +63,7 @@ def demo_like(tmp_path: Path, corpus: Path, mel_cache: Path) -> dict[str, str]:
 
 def run(words: list[str], cwd: Path, env: dict[str, str]) -> str:
     done = subprocess.run(words, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=COMMAND_TIMEOUT_S)
+                          timeout=scaled(COMMAND_TIMEOUT_S))
     assert done.returncode == 0, f"{shlex.join(words)}:\n{done.stdout}\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -80,7 +81,8 @@ def serve(commands: list[list[str]], cwd: Path, env: dict[str, str]) -> None:
              "custom_model_development") if "mlflow" in words else
             (f"{url}/api/studies", "tacotron2_demo-"))
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        startup_s = scaled(STARTUP_TIMEOUT_S)
+        deadline = time.monotonic() + startup_s
         waiting = dict(zip(checks, servers, strict=True))
         while waiting and time.monotonic() < deadline:
             for (url, expected), server in list(waiting.items()):
@@ -90,12 +92,12 @@ def serve(commands: list[list[str]], cwd: Path, env: dict[str, str]) -> None:
                     assert expected in body.decode(), body[:2000]
                     del waiting[(url, expected)]
             time.sleep(0.5)
-        assert not waiting, f"no answer within {STARTUP_TIMEOUT_S} s: {list(waiting)}"
+        assert not waiting, f"no answer within {startup_s:.0f} s: {list(waiting)}"
     finally:
         for server in servers:
             server.terminate()
             try:
-                server.wait(timeout=30)
+                server.wait(timeout=scaled(30))
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
@@ -106,7 +108,7 @@ def test_the_readme_tracking_commands_work_as_written_after_a_demo(tmp_path, cor
     env = demo_like(tmp_path, corpus, mel_cache)
     done = subprocess.run([".venv/bin/python", "-m", "tuner_core", "tune", "--config",
                            "config/demo.yaml"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=COMMAND_TIMEOUT_S)
+                          text=True, timeout=scaled(COMMAND_TIMEOUT_S))
     assert done.returncode == 0, done.stderr[-3000:]
     # The closing note: what was registered, no champion yet, where to look, what next.
     note = done.stdout

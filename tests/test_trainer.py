@@ -13,6 +13,7 @@ import soundfile
 import torch
 
 from tests.conftest import TEST_HPARAMS, hparams_arg
+from tests.deadlines import scaled
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.events import EXIT_DIVERGED, parse
 from train.hparams import HParams
@@ -26,7 +27,7 @@ def run_train(corpus: Path, out: Path, mel_cache: Path, *extra: str,
     proc = subprocess.run(
         [sys.executable, "-m", "train", "--data", str(corpus), "--out", str(out),
          "--cache-dir", str(mel_cache), *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        cwd=ROOT, capture_output=True, text=True, timeout=scaled(600))
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     events = [parse(line) for line in proc.stdout.splitlines()]
@@ -89,7 +90,8 @@ def test_synthesize_writes_a_non_silent_wav(trained, tmp_path):
     wav_path = tmp_path / "hello.wav"
     proc = subprocess.run([sys.executable, "-m", "train.synthesize", "--checkpoint",
                            str(out / "best.pt"), "--text", "Hello, world.", "--out",
-                           str(wav_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           str(wav_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=scaled(300))
     assert proc.returncode == 0, proc.stderr
     wav, rate = soundfile.read(wav_path)
     assert rate == 22050 and len(wav) > 0.1 * rate
@@ -101,7 +103,7 @@ def test_synthesize_reports_how_each_held_out_sentence_ended(trained, corpus, tm
     proc = subprocess.run([sys.executable, "-m", "train.synthesize", "--checkpoint",
                            str(out / "best.pt"), "--held-out", str(corpus), "--out",
                            str(tmp_path / "held_out")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=scaled(300))
     assert proc.returncode == 0, proc.stderr
     scores, *lines = proc.stdout.splitlines()
     # First what the model scored at its validation, as the trainer saved it.
@@ -162,7 +164,7 @@ def test_sigterm_saves_and_stops_within_seconds(corpus, mel_cache, tmp_path, art
             proc.send_signal(signal.SIGTERM)
             break
     events += [parse(line) for line in proc.stdout]
-    assert proc.wait(timeout=20) == 0
+    assert proc.wait(timeout=scaled(20)) == 0
     end = events[-1]
     assert end["event"] == "end" and end["status"] == "stopped" and "SIGTERM" in end["reason"]
     assert end["epoch"] < 200
@@ -178,7 +180,7 @@ def test_render_draws_a_stopped_runs_plots_from_its_checkpoint(trained, corpus, 
     proc = subprocess.run([sys.executable, "-m", "train.render", "--checkpoint",
                            str(out / "best.pt"), "--data", str(corpus), "--cache-dir",
                            str(mel_cache), "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=scaled(300))
     assert proc.returncode == 0, proc.stderr
     events = [parse(line) for line in proc.stdout.splitlines()]
     epoch = load_checkpoint(out / "best.pt")["epoch"]
@@ -241,7 +243,7 @@ def test_a_vanished_event_reader_does_not_break_a_graceful_stop(corpus, mel_cach
             if parse(line)["event"] == "validation":
                 break
     proc.send_signal(signal.SIGTERM)  # the reader has closed its end of the pipe
-    assert proc.wait(timeout=20) == 0
+    assert proc.wait(timeout=scaled(20)) == 0
     assert "stopped: signal SIGTERM" in (tmp_path / "train.log").read_text()
     assert load_checkpoint(tmp_path / "last.pt")["step"] > 0
 

@@ -14,6 +14,7 @@ import yaml
 from optuna.trial import TrialState
 
 from tests.conftest import TEST_HPARAMS
+from tests.deadlines import scaled
 from tuner_core import SmartTuner
 from tuner_core.config import load_config
 from tuner_core.study import create_study, load_study, request_stop, run_worker
@@ -139,16 +140,16 @@ def test_a_stop_request_ends_the_running_trial_and_the_study(corpus, mel_cache, 
     study = create_study(config, "stop", 3)
     worker = threading.Thread(target=run_worker, args=(config, study), kwargs={"poll_s": 0.2})
     worker.start()
-    deadline = time.time() + 120
+    deadline = time.time() + scaled(120)
     while not study.get_trials(states=(TrialState.RUNNING,)) or not any(
             t.user_attrs.get("last_metrics") for t in study.get_trials()):
-        assert time.time() < deadline, "no validation within two minutes"
+        assert time.time() < deadline, "no validation within the (scaled) two minutes"
         time.sleep(0.5)
     request_stop(study, by="test")
     asked = time.time()
-    worker.join(timeout=60)
+    worker.join(timeout=scaled(60))
     assert not worker.is_alive()
-    assert time.time() - asked < 30
+    assert time.time() - asked < scaled(30)
     (trial,) = study.trials
     assert trial.state is TrialState.PRUNED and attrs(trial)["outcome"] == "stopped_by_user"
     assert study.user_attrs["end_reason"] == "stopped on request"
@@ -181,7 +182,7 @@ def test_a_killed_workers_trial_is_retried_and_resumed_by_another(corpus, mel_ca
                "--study", "kill", "--quiet"]
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+    deadline = time.time() + scaled(120)
     while not any((t.user_attrs.get("last_metrics") or {}).get("epoch", 0) >= 2
                   for t in study.get_trials()):
         assert time.time() < deadline and first.poll() is None
@@ -191,13 +192,14 @@ def test_a_killed_workers_trial_is_retried_and_resumed_by_another(corpus, mel_ca
     killed = study.trials[0]
     run_dir = Path(killed.user_attrs["run_dir"])
     # The orphaned trainer got SIGTERM from the kernel, saved and left.
-    deadline = time.time() + 30
+    deadline = time.time() + scaled(30)
     while "stopped: signal SIGTERM" not in (run_dir / "train.log").read_text():
         assert time.time() < deadline
         time.sleep(0.5)
     time.sleep(5)  # let the heartbeat go stale
 
-    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                            timeout=scaled(300))
     assert second.returncode == 0, second.stderr[-2000:]
     killed, retry = study.trials
     assert killed.state is TrialState.FAIL and retry.state is TrialState.COMPLETE

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from tests.bot_support import ALICE, write_config
+from tests.deadlines import scaled
 from tests.e2e.fake_telegram import FakeTelegram
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ def start_bot(fake: FakeTelegram, config: Path, log: Path) -> subprocess.Popen[b
 def stop(bot: subprocess.Popen[bytes], log: Path) -> None:
     if bot.poll() is None:
         bot.send_signal(signal.SIGTERM)
-        assert bot.wait(timeout=60) == 0, log.read_text()[-3000:]
+        assert bot.wait(timeout=scaled(60)) == 0, log.read_text()[-3000:]
 
 
 def status_replies(fake: FakeTelegram) -> int:
@@ -57,7 +58,7 @@ def test_a_second_bot_on_the_same_state_folder_refuses_to_start(tmp_path: Path) 
         try:
             fake.wait_for(lambda: fake.calls_to("setMyCommands"), timeout=START_TIMEOUT_S)
             second = start_bot(fake, config, tmp_path / "second.out")
-            assert second.wait(timeout=START_TIMEOUT_S) == 1
+            assert second.wait(timeout=scaled(START_TIMEOUT_S)) == 1
             output = (tmp_path / "second.out").read_text()
             assert f"another bot (pid {first.pid}) is running on the state folder" in output
             assert first.poll() is None
