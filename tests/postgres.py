@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.deadlines import scaled
+
 HOST_VARIABLE = "TEST_POSTGRES_HOST"
 PORT_VARIABLE = "TEST_POSTGRES_PORT"
 PORT = 54329  # only names the socket file; nothing listens on TCP
@@ -89,7 +91,8 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
     try:
         run(_binary("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
         # Room for several workers, an MLflow server and the test itself at once.
-        run(_binary("pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "start",
+        run(_binary("pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w",
+            "-t", str(round(scaled(60))), "start",  # pg_ctl's own default deadline, scaled
             "-o", f"-c listen_addresses='' -k {folder} -p {PORT} -c max_connections=200")
         yield PostgresCluster(str(folder))
     finally:

@@ -23,6 +23,7 @@ import optuna
 import pytest
 
 from tests.conftest import TEST_HPARAMS
+from tests.deadlines import scaled
 from tests.postgres import PostgresCluster
 from tests.test_tuner import write_config
 from tuner_core import SmartTuner
@@ -48,7 +49,8 @@ def _free_port() -> int:
 
 def _wait_until_healthy(server: subprocess.Popen, url: str, log: Path) -> None:
     """Return once ``url``/health answers; fail with the server's output if it never does."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    startup_s = scaled(STARTUP_TIMEOUT_S)
+    deadline = time.monotonic() + startup_s
     while time.monotonic() < deadline and server.poll() is None:
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
@@ -58,7 +60,7 @@ def _wait_until_healthy(server: subprocess.Popen, url: str, log: Path) -> None:
             pass  # not listening yet
         time.sleep(0.2)
     why = (f"exited with status {server.returncode}" if server.poll() is not None
-           else f"did not answer {url}/health within {STARTUP_TIMEOUT_S} s")
+           else f"did not answer {url}/health within {startup_s:.0f} s")
     pytest.fail(f"mlflow server {why}; its output:\n{log.read_text()[-4000:]}")
 
 
@@ -85,7 +87,7 @@ def mlflow_server(postgres: PostgresCluster,
     finally:
         server.terminate()  # the mlflow CLI passes it on to its uvicorn process
         try:
-            server.wait(timeout=30)
+            server.wait(timeout=scaled(30))
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()

@@ -16,6 +16,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from tests.conftest import TEST_HPARAMS
+from tests.deadlines import scaled
 from tests.test_tuner import ROOT, write_config
 from tuner_core.budget_lock import BudgetLock
 from tuner_core.config import load_config
@@ -41,12 +42,12 @@ def workers(config_path: Path, study: str, n: int) -> Iterator[list[subprocess.P
 
 
 def finish(worker: subprocess.Popen, timeout: float = 600) -> None:
-    output = worker.communicate(timeout=timeout)[0]
+    output = worker.communicate(timeout=scaled(timeout))[0]
     assert worker.returncode == 0, output[-3000:]
 
 
 def wait_until(condition, timeout: float = 120, what: str = "the condition") -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bot import messages
 from tests.conftest import TEST_HPARAMS
+from tests.deadlines import scaled
 from tests.e2e.fake_telegram import FakeTelegram, parse_html
 from tests.test_tuner import ROOT, write_config
 from tuner_core import SmartTuner
@@ -79,13 +80,13 @@ class BotUnderDrill:
 
     def kill(self) -> None:
         self.process.kill()
-        self.process.wait(timeout=30)
+        self.process.wait(timeout=scaled(30))
 
     def __exit__(self, *exc_info: object) -> None:
         try:
             if self.process.poll() is None:  # a failed drill may have left it dead
                 self.process.send_signal(signal.SIGTERM)
-                assert self.process.wait(timeout=30) == 0, self.log.read_text()[-3000:]
+                assert self.process.wait(timeout=scaled(30)) == 0, self.log.read_text()[-3000:]
         finally:
             self.fake.__exit__(*exc_info)
 
@@ -94,9 +95,10 @@ def eventually(condition: Callable[[], bool], what: str,
                timeout: float = STUDY_TIMEOUT_S) -> None:
     """Wait for ``condition``, checked twice a second: the storage is read by the worker
     and the bot at the same time, and the CPUs are busy training."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
         time.sleep(0.5)
 
 
@@ -179,14 +181,14 @@ def test_a_telegram_outage_delays_the_news_not_the_study(corpus, mel_cache, tmp_
         # it has finished (overlapping windows make one unbroken outage): the study
         # must finish while the chat is unreachable.
         outage_ends = time.monotonic() + OUTAGE_S
-        deadline = outage_ends + STUDY_TIMEOUT_S
+        deadline = outage_ends + scaled(STUDY_TIMEOUT_S)
         while time.monotonic() < outage_ends or tuner.status(study)["state"] != "finished":
             assert time.monotonic() < deadline, "the study did not finish during the outage"
-            fake.fail_for(OVERLAP_S, status=HTTPStatus.BAD_GATEWAY)
+            fake.fail_for(scaled(OVERLAP_S), status=HTTPStatus.BAD_GATEWAY)
             time.sleep(1)
         # Then a storm of 429s (15 s or more), queued behind the last 502s so that no
         # call slips through between.
-        fake.fail_for(OVERLAP_S + 15, status=HTTPStatus.TOO_MANY_REQUESTS, retry_after=1)
+        fake.fail_for(scaled(OVERLAP_S) + 15, status=HTTPStatus.TOO_MANY_REQUESTS, retry_after=1)
 
         fake.wait_for(lambda: fake.find_message(ALICE, "Learning curves of"),
                       timeout=STUDY_TIMEOUT_S)

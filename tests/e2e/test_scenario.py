@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 from tests.conftest import TEST_HPARAMS
+from tests.deadlines import scaled
 from tests.e2e.fake_telegram import FakeTelegram
 from tests.test_tuner import ROOT, write_config
 from tuner_core import SmartTuner
@@ -81,7 +82,7 @@ def test_a_researcher_tunes_from_the_chat(corpus, mel_cache, tmp_path):
                           timeout=120)
         finally:
             bot.send_signal(signal.SIGTERM)
-            output = bot.communicate(timeout=30)[0].decode()
+            output = bot.communicate(timeout=scaled(30))[0].decode()
     assert bot.returncode == 0, output[-3000:]
 
     refusals = fake.messages_to(STRANGER)
