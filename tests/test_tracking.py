@@ -208,3 +208,29 @@ def test_a_stopped_trials_plots_are_drawn_afterwards_and_logged(tmp_path, corpus
             "mel/mel_e0001.png"} <= set(logged)
     trainer_log = (Path(trial.user_attrs["run_dir"]) / "train.log").read_text()
     assert "stopped: signal SIGTERM" in trainer_log
+
+
+def test_a_trial_that_beats_the_study_best_has_its_plots_drawn_while_it_trains(
+        tmp_path, corpus, mel_cache):
+    path = write_config(
+        tmp_path, corpus, mel_cache, mlflow={"enabled": True},
+        trainer={"hparams": {**TEST_HPARAMS, "epochs": 5, "artifacts": "end"}})
+    config = load_config(path)
+    study = create_study(config, "new-best", 2)
+    study.enqueue_trial({"learning_rate": 1e-4})  # barely learns in 5 epochs
+    study.enqueue_trial({"learning_rate": 5e-3})  # beats it at its first validations
+    run_worker(config, study, poll_s=0.2)
+    first, second = study.trials
+    assert second.value < first.value
+
+    def drawn_epochs(trial) -> set[int]:
+        folder = Path(trial.user_attrs["run_dir"]) / "artifacts"
+        return {int(p.stem.removeprefix("alignment_e")) for p in folder.glob("alignment_e*.png")}
+
+    # The first trial had nothing to beat: drawn once, by its trainer, at its end.
+    assert drawn_epochs(first) == {5}
+    # The second was drawn while it trained, each time it was the study's new best.
+    assert min(drawn_epochs(second)) < 5 and 5 in drawn_epochs(second)
+    logged = {file.path for file in mlflow_client(config).list_artifacts(
+        second.user_attrs["mlflow_run_id"], "alignment")}
+    assert f"alignment/alignment_e{min(drawn_epochs(second)):04d}.png" in logged

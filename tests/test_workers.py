@@ -53,26 +53,45 @@ def wait_until(condition, timeout: float = 120, what: str = "the condition") -> 
         time.sleep(0.2)
 
 
+def advisory_lock_waiters(engine: sqlalchemy.Engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(sqlalchemy.text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")).scalar()
+
+
 def test_two_workers_run_exactly_the_budget_and_see_each_others_results(
         corpus, mel_cache, tmp_path, postgres_url):
     path = write_config(tmp_path, corpus, mel_cache, storage=postgres_url,
                         trainer={"hparams": {**TEST_HPARAMS, "epochs": 1}},
                         optimization={"sampler": {"type": "tpe", "n_startup_trials": 2}})
-    study = create_study(load_config(path), "shared", 4)
+    config = load_config(path)
+    study = create_study(config, "shared", 4)
+    engine = open_storage(config).engine
+    study_id = open_storage(config).get_study_id_from_name(study.study_name)
 
-    with workers(path, "shared", 2) as both:
-        for worker in both:
-            finish(worker)
+    # The second worker joins while the first one's trial runs, and both then queue for the
+    # budget lock: each takes a trial, and the second draws with the first's result in the
+    # storage, however the machine's load skews the two.
+    with (workers(path, "shared", 1) as (first,),
+          BudgetLock(config.storage_url, engine, study_id) as lock):
+        lock.release()
+        wait_until(lambda: study.get_trials(deepcopy=False), what="the first trial")
+        lock.acquire()
+        with workers(path, "shared", 1) as (second,):
+            wait_until(lambda: advisory_lock_waiters(engine) == 2,
+                       what="both workers to wait for the budget lock")
+            lock.release()
+            finish(first)
+            finish(second)
 
     trials = study.get_trials()
     assert sorted(t.number for t in trials) == list(range(4))
     assert all(t.state is TrialState.COMPLETE for t in trials)
     assert {t.user_attrs["worker"].split(":")[1] for t in trials} == {
-        str(w.pid) for w in both}
+        str(w.pid) for w in (first, second)}
     assert len({t.params["learning_rate"] for t in trials}) == 4  # no draw repeated
-    # The sampler reads the shared storage: some trial was drawn when the other worker's
-    # results were in it already. (Not necessarily the last one: two workers that end their
-    # first trials together both start their second before the other's result is in.)
+    # The sampler reads the shared storage: a trial of one worker was drawn when the other
+    # worker's result was in it already.
     assert any(other.user_attrs["worker"] != trial.user_attrs["worker"]
                and other.datetime_complete < trial.datetime_start
                for trial in trials for other in trials)

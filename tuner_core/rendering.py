@@ -1,4 +1,4 @@
-"""Plots and audio of stopped trials, drawn after the fact, off the critical path.
+"""Plots and audio drawn beside the training, off the critical path.
 
 A trainer stopped by the tuner (pruned, early-stopped, stopped by the user) exits as
 soon as it has saved its checkpoint: drawing plots and speaking a sample between
@@ -7,11 +7,13 @@ them (``artifacts=end``), :class:`BackgroundRenders` draws them from the trial's
 checkpoint with ``python -m train.render``, in a low-priority process beside the next
 trial (forked by the worker's launcher, see :mod:`tuner_core.process`; its log goes to the
 run's ``train.log``), and hands each file to the listener (MLflow tracking logs it to the
-trial's run).
+trial's run). The same draws a running trial's best checkpoint when it beats the study's
+best so far (``trainer.render_new_best``), so a new best has its plots before it ends.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -42,13 +44,19 @@ class BackgroundRenders:
         self._cwd = cwd
         self._on_artifact = on_artifact
         self._launcher = launcher  # the worker's, which forks the render without imports
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[int, list[threading.Thread]] = {}  # by trial number
+        self._started = itertools.count()
+
+    def busy(self, trial_number: int) -> bool:
+        """Whether a render of this trial is still running."""
+        return any(thread.is_alive() for thread in self._threads.get(trial_number, ()))
 
     def start(self, trial_number: int, checkpoint: Path) -> None:
         """Draw ``checkpoint``'s plots into its run folder's ``artifacts/``."""
-        # Retention may delete the trial's checkpoints (*.pt) the moment it is recorded;
-        # the render reads its own link to the file, removed when it is done.
-        kept = checkpoint.with_name(f"{checkpoint.name}.rendering")
+        # Retention may delete the trial's checkpoints (*.pt) the moment it is recorded, and
+        # the trainer replaces best.pt as it improves: the render reads its own link to the
+        # file, removed when it is done.
+        kept = checkpoint.with_name(f"{checkpoint.name}.rendering{next(self._started)}")
         kept.unlink(missing_ok=True)
         try:
             os.link(checkpoint, kept)
@@ -64,7 +72,7 @@ class BackgroundRenders:
                                   args=(trial_number, process, stdout, kept, log_path),
                                   name=f"render-{trial_number}", daemon=True)
         thread.start()
-        self._threads.append(thread)
+        self._threads.setdefault(trial_number, []).append(thread)
 
     def _follow(self, trial_number: int, process: subprocess.Popen | LaunchedTrainer,
                 stdout: TextIO, kept: Path, log_path: Path) -> None:
@@ -84,6 +92,7 @@ class BackgroundRenders:
 
     def wait(self) -> None:
         """Until every render started so far has ended (and its files were handed on)."""
-        for thread in self._threads:
-            thread.join()
+        for threads in self._threads.values():
+            for thread in threads:
+                thread.join()
         self._threads.clear()

@@ -276,10 +276,27 @@ class TrialRunner:
                         process.terminate(self.config.trainer.grace_period_s)
             elif event["event"] == "checkpoint" and event["is_best"]:
                 run.best_checkpoint = event["path"]
+                if self._draws_new_best(trial, run, hparams):
+                    self.renders.start(trial.number, Path(run.best_checkpoint))
             elif event["event"] == "end":
                 run.seconds += event.get("seconds") or 0.0
             self.listener.trainer_event(trial, event, objective)
         return decision, process
+
+    def _draws_new_best(self, trial: optuna.Trial, run: _Run, hparams: dict[str, Any]) -> bool:
+        """Whether the trial's new best checkpoint beats every completed trial, and so is
+        drawn now (a trainer with ``artifacts=end`` draws only when it ends); not while an
+        earlier draw of the trial still runs."""
+        if (not self.config.trainer.render_new_best or hparams["artifacts"] != "end"
+                or run.best_objective is None or self.renders.busy(trial.number)):
+            return False
+        completed = [t.value for t in trial.study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+        if not completed:  # nothing to beat yet: the trial draws itself when it ends
+            return False
+        best = min(completed) if self.direction == "minimize" else max(completed)
+        return (run.best_objective < best if self.direction == "minimize"
+                else run.best_objective > best)
 
     def _threads(self, trial: optuna.Trial) -> int:
         """``trainer.threads``, else this machine's cores shared by its working trainers.

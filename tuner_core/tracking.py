@@ -320,7 +320,7 @@ class MlflowTracker(TrialListener):
 
     @_never_raises
     def artifact_rendered(self, trial_number: int, path: Path) -> None:
-        tracked = self._ended.get(trial_number)
+        tracked = self._trials.get(trial_number) or self._ended.get(trial_number)
         if tracked is not None and path not in tracked.logged:
             tracked.log_artifact(self.client, path)
 
