@@ -202,13 +202,20 @@ class TrialRunner:
              "--cache-dir", str(config.state_dir / "mel_cache")],
             self._child_env(threads=1), PROJECT_ROOT, self.listener.artifact_rendered,
             launcher=lambda: self.launcher)
+        # Started with the first trainer, so a worker that trains nothing pays no imports.
         self.launcher: TrainerLauncher | None = None
-        self._start_launcher()  # it imports the trainer while the first trial is prepared
 
-    def _start_launcher(self) -> None:
-        if self.config.trainer.preload:
+    def _ready_launcher(self) -> TrainerLauncher | None:
+        """The worker's launcher (``trainer.preload``), started or replaced if need be."""
+        if not self.config.trainer.preload:
+            return None
+        if self.launcher is not None and not self.launcher.alive:
+            log.warning("the trainer launcher exited; starting a new one")
+            self.launcher = None
+        if self.launcher is None:
             self.launcher = TrainerLauncher(self.config.trainer.python, PROJECT_ROOT,
                                             self._child_env(threads=1))
+        return self.launcher
 
     def close(self) -> None:
         """End the trainer launcher; call when the worker leaves."""
@@ -325,11 +332,8 @@ class TrialRunner:
             args += ["--warm-start", str(trainer.warm_start)]
             if trainer.ignore_layers:
                 args += ["--ignore-layers", ",".join(trainer.ignore_layers)]
-        if self.launcher is not None and not self.launcher.alive:
-            log.warning("the trainer launcher exited; starting a new one")
-            self._start_launcher()
         return TrainerProcess(args, run_dir, python=trainer.python, cwd=PROJECT_ROOT,
-                              env=self._child_env(threads), launcher=self.launcher)
+                              env=self._child_env(threads), launcher=self._ready_launcher())
 
     @staticmethod
     def _child_env(threads: int) -> dict[str, str]:
