@@ -297,13 +297,12 @@ class TrialRunner:
         if (not self.config.trainer.render_new_best or hparams["artifacts"] != "end"
                 or run.best_objective is None or self.renders.busy(trial.number)):
             return False
-        completed = [t.value for t in trial.study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
-        if not completed:  # nothing to beat yet: the trial draws itself when it ends
+        try:
+            best = trial.study.best_value  # of the completed trials
+        except ValueError:  # nothing to beat yet: the trial draws itself when it ends
             return False
-        best = min(completed) if self.direction == "minimize" else max(completed)
-        return (run.best_objective < best if self.direction == "minimize"
-                else run.best_objective > best)
+        sign = 1.0 if self.direction == "minimize" else -1.0
+        return sign * run.best_objective < sign * best
 
     def _threads(self, trial: optuna.Trial) -> int:
         """``trainer.threads``, else this machine's cores shared by its working trainers.
