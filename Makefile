@@ -32,8 +32,11 @@ demo: $(CORPUS)/heldout.csv
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 
+# Two test processes at once: most tests wait on servers, heartbeats and outages rather than
+# compute, so two share the two cores of a small machine (tests/conftest.py gives torch one
+# thread each). A file's tests stay together, as they share its fixtures.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(STATE)

@@ -1,18 +1,26 @@
 """Shared fixtures: a small generated corpus and a tiny, fast Tacotron2 profile."""
 
 import itertools
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from tests.postgres import PostgresCluster, available, postgres_cluster
 from train.corpus import generate_corpus
 from train.hparams import PROFILES
 from tuner_core.config import Config, load_config
 from tuner_core.study import create_study, run_worker
+
+# `make test` runs two test processes at once on two cores; a torch at every core in each
+# (and in every trainer they start) would oversubscribe them: two tiny trainings side by side
+# took 12.5 s each at two threads and 7.4 s at one.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 # The tiny profile, trimmed further so a test epoch takes about a second on one core.
 TEST_HPARAMS = {

@@ -28,7 +28,9 @@ def write_config(tmp_path: Path, corpus: Path, mel_cache: Path, **sections) -> P
         "experiment_name": "test",
         "dataset_path": str(corpus),
         "state_dir": str(tmp_path / "state"),
-        "trainer": {"grace_period_s": 20, "hparams": {**TEST_HPARAMS, "epochs": 4}},
+        # One thread: `make test` runs two test processes at once on two cores.
+        "trainer": {"grace_period_s": 20, "threads": 1,
+                    "hparams": {**TEST_HPARAMS, "epochs": 4}},
         "hyperparameter_search_space": {
             "learning_rate": {"type": "float", "min": 1e-4, "max": 5e-3, "log": True}},
         "optimization": {"n_trials": 2, "seed": 0,
