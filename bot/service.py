@@ -196,18 +196,22 @@ class TunerService:
         best = name and await asyncio.to_thread(self.tuner.best, name)
         if not best:
             return None
-        # MLflow takes seconds to import; the bot's other commands need none of it.
-        from tuner_core.registry import VERSION_ATTR
-        from tuner_core.tracking import TRIAL_RUN_ATTR
-
         study_id = await self.study_id(name)
         storage = await self.storage()
-        trial = await asyncio.to_thread(
-            lambda: storage.get_trial(storage.get_trial_id_from_study_id_trial_number(
-                study_id, best["number"])))
+
+        def records() -> dict[str, Any]:
+            # MLflow takes seconds to import: the bot's other commands need none of it, and
+            # in this thread the event loop goes on answering while it loads.
+            from tuner_core.registry import VERSION_ATTR
+            from tuner_core.tracking import TRIAL_RUN_ATTR
+
+            trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(
+                study_id, best["number"]))
+            return {"mlflow_run_id": trial.user_attrs.get(TRIAL_RUN_ATTR),
+                    "version": trial.user_attrs.get(VERSION_ATTR)}
+
         return {**best, "study_name": name, "study_id": study_id,
-                "mlflow_run_id": trial.user_attrs.get(TRIAL_RUN_ATTR),
-                "version": trial.user_attrs.get(VERSION_ATTR)}
+                **await asyncio.to_thread(records)}
 
     async def trials(self, limit: int = 10) -> tuple[str, list[dict[str, Any]]] | None:
         """The latest study's name and its last ``limit`` trials; None without a study."""
@@ -263,12 +267,15 @@ class TunerService:
 
     async def promote(self, version: int) -> dict[str, Any]:
         """Make ``version`` the champion (again: harmless); its record, with ``replaced``."""
-        from tuner_core.registry import RegistryError
+        def promote() -> dict[str, Any]:
+            from tuner_core.registry import RegistryError  # MLflow: off the event loop
 
-        try:
-            return await asyncio.to_thread(self.tuner.promote, str(version))
-        except RegistryError:
-            raise BotError(f"There is no model version {version}.") from None
+            try:
+                return self.tuner.promote(str(version))
+            except RegistryError:
+                raise BotError(f"There is no model version {version}.") from None
+
+        return await asyncio.to_thread(promote)
 
     async def require_version(self, version: int) -> None:
         """Raise :class:`BotError` unless ``version`` is a registered model version."""

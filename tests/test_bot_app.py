@@ -114,3 +114,43 @@ def test_the_bot_starts_without_torch_mlflow_or_matplotlib(tmp_path: Path) -> No
         cwd=ROOT, capture_output=True, text=True, timeout=scaled(120))
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert loaded.stdout.splitlines()[-1] == "[]"
+
+
+# In a fresh interpreter: the threads that import MLflow while the service answers.
+IMPORTS_OF_MLFLOW = """
+import asyncio, sys, threading
+importers = []
+
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "mlflow":
+            importers.append(threading.current_thread().name)
+
+sys.meta_path.insert(0, Spy())
+from bot.service import BotError, TunerService
+from tuner_core import SmartTuner
+
+async def ask(service):
+    try:
+        return await service.{call}
+    except BotError as error:
+        return error
+
+print(asyncio.run(ask(TunerService(SmartTuner({config!r}, environ={{}})))))
+print(importers)
+"""
+
+
+@pytest.mark.parametrize("call", ["best()", "promote(1)"])
+def test_the_first_best_or_promote_imports_mlflow_off_the_event_loop(
+        tmp_path: Path, call: str) -> None:
+    """MLflow takes seconds to import: on the event loop, the bot would answer nobody."""
+    config = tuner(tmp_path).config_path
+    add_study(SmartTuner(config, environ={}), "s", [trial(value=0.5)])
+    answered = subprocess.run(
+        [sys.executable, "-c", IMPORTS_OF_MLFLOW.format(call=call, config=str(config))],
+        cwd=ROOT, capture_output=True, text=True, timeout=scaled(120))
+    assert answered.returncode == 0, answered.stderr[-2000:]
+    answer, importers = answered.stdout.splitlines()[-2:]
+    assert answer.startswith("{") if call == "best()" else answer == "There is no model version 1."
+    assert importers != "[]" and "MainThread" not in importers, importers
