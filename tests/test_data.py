@@ -239,6 +239,20 @@ def test_collate_sorts_by_text_length_and_pads_to_a_multiple_of_r() -> None:
 
 # --- the loaders ---------------------------------------------------------------------------
 
+def test_the_training_seed_leaves_the_validation_split_alone(corpus, tmp_path) -> None:
+    """Trials that differ only in ``seed`` are judged on the same clips; ``split_seed``
+    alone moves the split."""
+    def loaders(overrides: str) -> tuple[list, list]:
+        hp = HParams.from_overrides(f"batch_size=4,val_fraction=0.2,{overrides}")
+        train_loader, val_loader, _, _ = make_loaders(hp, corpus, tmp_path / "cache")
+        return train_loader.dataset.utterances, val_loader.dataset.utterances
+
+    train, val = loaders("seed=3")
+    other_train, other_val = loaders("seed=4")
+    assert other_val == val and sorted(other_train) == sorted(train)
+    assert loaders("seed=3,split_seed=5")[1] != val
+
+
 def test_make_loaders_splits_batches_and_repeats_with_the_seed(corpus, tmp_path) -> None:
     torch.set_num_threads(1)
     hp = HParams.from_overrides("batch_size=4,val_fraction=0.2,seed=3,n_frames_per_step=2")

@@ -269,12 +269,12 @@ def make_loaders(hp: HParams, data: Path, cache_dir: Path | None
                  ) -> tuple[DataLoader, DataLoader, int, int]:
     """(train loader, validation loader, n_train, n_val) for the corpus at ``data``.
 
-    The split follows ``hp.val_fraction`` and ``hp.seed``; training batches are shuffled
-    by a generator seeded with ``hp.seed``. With ``n_val == 0`` the validation loader
+    The split follows ``hp.val_fraction`` and ``hp.split_seed``; training batches are
+    shuffled by a generator seeded with ``hp.seed``. With ``n_val == 0`` the validation loader
     yields nothing. Call ``loader.dataset.check()`` to fail fast on a bad clip.
     """
     train_utterances, val_utterances = split_utterances(read_utterances(data),
-                                                        hp.val_fraction, hp.seed)
+                                                        hp.val_fraction, hp.split_seed)
     collate = TextMelCollate(hp.n_frames_per_step)
     train_loader = DataLoader(TextMelDataset(train_utterances, hp, cache_dir),
                               batch_size=hp.batch_size, shuffle=True,

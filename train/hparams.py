@@ -36,7 +36,9 @@ def _p(default: Any, *, lo: float | None = None, hi: float | None = None,
 class HParams:
     # --- Run ---------------------------------------------------------------
     epochs: int = _p(500, lo=1)
-    seed: int = _p(1234)
+    seed: int = _p(1234, doc="weights, batch order and dropout")
+    # Apart from seed, so trials that search seed are judged on the same clips.
+    split_seed: int = _p(1234, doc="the train/validation split")
     device: str = _p("auto", choices=("auto", "cpu", "cuda"))
     amp: bool = _p(False, doc="mixed precision (CUDA only; ignored on the CPU)")
     val_every_steps: int = _p(0, lo=0, doc="0 = validate at the end of every epoch")

@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         hp = HParams.from_dict(state["hparams"])
         model = Tacotron2(hp)
         model.load_state_dict(state["model"])
-        _, validation = split_utterances(read_utterances(args.data), hp.val_fraction, hp.seed)
+        _, validation = split_utterances(read_utterances(args.data), hp.val_fraction,
+                                         hp.split_seed)
         if not validation:
             raise DataError(f"{args.data}: no validation utterance (val_fraction "
                             f"{hp.val_fraction})")
