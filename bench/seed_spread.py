@@ -5,8 +5,9 @@
 
 Trains each ``--params`` set (default: two strong points of config/demo.yaml's search
 space) for the demo's full epochs, once per training seed (the ``seed`` hyperparameter:
-weight initialisation, batch order, dropout), with no pruner and no early stopping, and
-prints each run's objective and their spread. A best-value comparison between two studies
+weight initialisation, batch order, dropout; the validation split stays, as it follows
+``split_seed``), with no pruner and no early stopping, and prints each run's objective and
+their spread. A best-value comparison between two studies
 (bench/pruning_efficiency.py) cannot resolve a difference much smaller than this spread.
 """
 
