@@ -38,9 +38,9 @@ class LauncherError(RuntimeError):
     """The launcher could not start a trainer (it died, or failed to import the trainer)."""
 
 
-class LaunchedTrainer:
-    """A trainer forked by a :class:`TrainerLauncher`, seen through the part of
-    :class:`subprocess.Popen`'s interface that :class:`TrainerProcess` uses."""
+class LaunchedProgram:
+    """A program (a trainer or a render) forked by a :class:`TrainerLauncher`, seen through
+    the part of :class:`subprocess.Popen`'s interface that the tuner uses."""
 
     def __init__(self, pid: int, status: int):
         self.pid = pid
@@ -55,7 +55,7 @@ class LaunchedTrainer:
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
             if not select.select([self._status], [], [], timeout)[0]:
-                raise subprocess.TimeoutExpired(f"trainer {self.pid}", timeout or 0.0)
+                raise subprocess.TimeoutExpired(f"process {self.pid}", timeout or 0.0)
             self._collect()
         assert self.returncode is not None
         return self.returncode
@@ -93,7 +93,7 @@ class TrainerLauncher:
         self._lock = threading.Lock()  # one request and its answer at a time
 
     def start(self, args: Sequence[str], cwd: Path, env: dict[str, str], stdout: int,
-              stderr: int, program: str = "train", nice: int = 0) -> LaunchedTrainer:
+              stderr: int, program: str = "train", nice: int = 0) -> LaunchedProgram:
         """Fork ``python -m PROGRAM ARGS`` (``train`` or ``train.render``) with these stdout
         and stderr file descriptors, ``nice`` steps below the launcher's priority."""
         status_r, status_w = os.pipe()
@@ -114,7 +114,7 @@ class TrainerLauncher:
         if "pid" not in answer:
             os.close(status_r)
             raise LauncherError(answer.get("error", "no pid"))
-        return LaunchedTrainer(answer["pid"], status_r)
+        return LaunchedProgram(answer["pid"], status_r)
 
     @property
     def alive(self) -> bool:
@@ -134,7 +134,7 @@ class TrainerLauncher:
 
 def launch(program: str, args: Sequence[str], *, python: str, cwd: Path,
            env: dict[str, str], stderr: int, launcher: TrainerLauncher | None,
-           nice: int = 0) -> tuple[subprocess.Popen | LaunchedTrainer, TextIO]:
+           nice: int = 0) -> tuple[subprocess.Popen | LaunchedProgram, TextIO]:
     """Start ``python -m PROGRAM ARGS``, forked by ``launcher`` if there is one and it
     works, else cold; the process and its stdout, line by line."""
     if launcher is not None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from train.events import LOG_FILE, parse
-from tuner_core.process import LaunchedTrainer, TrainerLauncher, launch
+from tuner_core.process import LaunchedProgram, TrainerLauncher, launch
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class BackgroundRenders:
         thread.start()
         self._threads.setdefault(trial_number, []).append(thread)
 
-    def _follow(self, trial_number: int, process: subprocess.Popen | LaunchedTrainer,
+    def _follow(self, trial_number: int, process: subprocess.Popen | LaunchedProgram,
                 stdout: TextIO, kept: Path, log_path: Path) -> None:
         with stdout:
             events = list(filter(None, map(parse, stdout)))
