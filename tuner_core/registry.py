@@ -63,7 +63,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner_core.config import Config
 from tuner_core.retries import retried_from
-from tuner_core.runner import HISTORY_METRICS, Outcome, TrialListener
+from tuner_core.runner import HISTORY_METRICS, Outcome, TrialListener, is_new_best
 from tuner_core.study import open_storage
 from tuner_core.tracking import STUDY_TAG, TRIAL_RUN_ATTR, mlflow_client
 from tuner_core.trial_records import amend_user_attrs
@@ -97,15 +97,6 @@ class BestCheckpoint:
 
 
 # --- Registering -------------------------------------------------------------------------
-
-def is_new_best(study: optuna.Study, value: float) -> bool:
-    """Whether ``value`` beats every complete trial of ``study`` so far."""
-    try:
-        best = study.best_value
-    except ValueError:  # no complete trial yet
-        return True
-    return value < best if study.direction is StudyDirection.MINIMIZE else value > best
-
 
 def register_version(config: Config, trial: optuna.Trial, value: float,
                      best: BestCheckpoint) -> str:

@@ -170,6 +170,17 @@ class _Run:
             self.best_objective = objective
 
 
+def is_new_best(study: optuna.Study, value: float, first: bool = True) -> bool:
+    """Whether ``value`` beats every complete trial of ``study`` so far; ``first`` when
+    no trial has completed yet."""
+    try:
+        best = study.best_value
+    except ValueError:
+        return first
+    minimize = study.direction is optuna.study.StudyDirection.MINIMIZE
+    return value < best if minimize else value > best
+
+
 def objective_value(event: dict[str, Any], metric: str, penalty: float, direction: str) -> float:
     """``metric`` penalised by the train/validation gap, in the study's direction.
 
@@ -294,15 +305,10 @@ class TrialRunner:
         """Whether the trial's new best checkpoint beats every completed trial, and so is
         drawn now (a trainer with ``artifacts=end`` draws only when it ends); not while an
         earlier draw of the trial still runs."""
-        if (not self.config.trainer.render_new_best or hparams["artifacts"] != "end"
-                or run.best_objective is None or self.renders.busy(trial.number)):
-            return False
-        try:
-            best = trial.study.best_value  # of the completed trials
-        except ValueError:  # nothing to beat yet: the trial draws itself when it ends
-            return False
-        sign = 1.0 if self.direction == "minimize" else -1.0
-        return sign * run.best_objective < sign * best
+        # With nothing to beat yet, the trial draws itself when it ends.
+        return (self.config.trainer.render_new_best and hparams["artifacts"] == "end"
+                and run.best_objective is not None and not self.renders.busy(trial.number)
+                and is_new_best(trial.study, run.best_objective, first=False))
 
     def _threads(self, trial: optuna.Trial) -> int:
         """``trainer.threads``, else this machine's cores shared by its working trainers.
