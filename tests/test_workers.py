@@ -66,8 +66,9 @@ def test_two_workers_run_exactly_the_budget_and_see_each_others_results(
                         optimization={"sampler": {"type": "tpe", "n_startup_trials": 2}})
     config = load_config(path)
     study = create_study(config, "shared", 4)
-    engine = open_storage(config).engine
-    study_id = open_storage(config).get_study_id_from_name(study.study_name)
+    storage = open_storage(config)
+    engine = storage.engine
+    study_id = storage.get_study_id_from_name(study.study_name)
 
     # The second worker joins while the first one's trial runs, and both then queue for the
     # budget lock: each takes a trial, and the second draws with the first's result in the
