@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from train.corpus import generate_corpus  # noqa: E402
-from train.events import parse  # noqa: E402
-from train.hparams import PROFILES  # noqa: E402
+from train.tacotron2.events import parse  # noqa: E402
+from train.tacotron2.hparams import PROFILES  # noqa: E402
 
 
 def children_cpu_s() -> float:

@@ -15,8 +15,8 @@ sys.path.insert(0, str(ROOT))
 
 from train.corpus import generate_corpus  # noqa: E402
 from tuner_core.config import load_config  # noqa: E402
-from tuner_core.runner import TrialListener  # noqa: E402
 from tuner_core.study import create_study, run_worker  # noqa: E402
+from tuner_core.trial.listener import TrialListener  # noqa: E402
 
 DEMO_CORPUS = ROOT / ".state" / "demo_corpus"
 

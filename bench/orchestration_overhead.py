@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 from demo_study import ROOT, run_demo_study
 
-from tuner_core.runner import TrialListener
+from tuner_core.trial.listener import TrialListener
 
 
 def cpu_seconds(who: int) -> float:

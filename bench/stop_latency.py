@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 from demo_study import ROOT, demo_corpus
 
-from tuner_core.process import TrainerLauncher, TrainerProcess
+from tuner_core.trial.process import TrainerLauncher, TrainerProcess
 
 
 def main() -> None:

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from train.arguments import positive_int
 from train.corpus import generate_corpus
-from train.hparams import PROFILES, HParams
-from train.trainer import Trainer
+from train.tacotron2.hparams import PROFILES, HParams
+from train.tacotron2.trainer import Trainer
 
 NVIDIA = {"symbol_set": "nvidia"}  # NVIDIA's model sizes are HParams' defaults
 NVIDIA_BATCHES = {"cpu": (16,), "cuda": (64, 128)}

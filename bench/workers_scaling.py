@@ -34,7 +34,8 @@ from demo_study import ROOT, demo_corpus
 
 from tests.postgres import postgres_cluster
 from tuner_core.config import Config, load_config
-from tuner_core.study import create_study, open_storage
+from tuner_core.storage import open_storage
+from tuner_core.study import create_study
 
 
 def demo_config(folder: Path, storage: str, epochs: int) -> Path:

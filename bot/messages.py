@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from bot.service import ExportedModel, StartedStudy, StopOutcome, quoted
-from tuner_core.events import Kind, Notification
+from tuner_core.reporting.events import Kind, Notification
 
 MESSAGE_LIMIT = 4096
 CAPTION_LIMIT = 1024

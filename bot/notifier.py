@@ -1,4 +1,4 @@
-"""Sends the studies' news (:mod:`tuner_core.events`) to the chat: in order, each once.
+"""Sends the studies' news (:mod:`tuner_core.reporting.events`) to the chat: in order, each once.
 
 Every poll reads the storage for notifications not yet delivered and sends them, oldest
 first, to ``telegram.chat_id`` or, when that is not set, to the private chats of the
@@ -49,7 +49,7 @@ from bot.keyboards import promote_keyboard
 from bot.service import TunerService
 from bot.state import BotState
 from tuner_core.config import TelegramConfig
-from tuner_core.events import Kind, Notification
+from tuner_core.reporting.events import Kind, Notification
 
 log = logging.getLogger(__name__)
 

@@ -30,12 +30,15 @@ from typing import Any
 import optuna
 
 from bot.voice import VoiceNote, voice_note
-from tuner_core import SmartTuner
-from tuner_core import events as feed
-from tuner_core.check import NotReady
-from tuner_core.runner import PROJECT_ROOT
-from tuner_core.search_space import describe
-from tuner_core.study import StorageUnavailable, load_study, open_storage
+from tuner_core import (
+    PROJECT_ROOT,
+    NotReady,
+    RegistryError,
+    SmartTuner,
+    StorageUnavailable,
+)
+from tuner_core.reporting import events as feed
+from tuner_core.storage import TRIAL_RUN_ATTR, VERSION_ATTR
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # the Bot API's limit for files a bot sends
 QUOTE_LIMIT = 100  # characters of the user's input that a reply quotes
@@ -127,7 +130,7 @@ class TunerService:
             return StartedStudy(
                 name=name, study_id=await self.study_id(name), n_trials=n_trials,
                 objective_metric=opt.objective_metric, direction=opt.direction,
-                search_space=describe(self.config.hyperparameter_search_space))
+                search_space=self.tuner.search_space())
 
     async def running_study(self) -> dict[str, Any] | None:
         """The latest study's status if it is running and someone is working on it.
@@ -200,11 +203,6 @@ class TunerService:
         storage = await self.storage()
 
         def records() -> dict[str, Any]:
-            # MLflow takes seconds to import: the bot's other commands need none of it, and
-            # in this thread the event loop goes on answering while it loads.
-            from tuner_core.registry import VERSION_ATTR
-            from tuner_core.tracking import TRIAL_RUN_ATTR
-
             trial = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(
                 study_id, best["number"]))
             return {"mlflow_run_id": trial.user_attrs.get(TRIAL_RUN_ATTR),
@@ -228,14 +226,9 @@ class TunerService:
         return name, await self.learning_curves_of(name)
 
     async def learning_curves_of(self, name: str) -> bytes:
-        def draw() -> bytes:
-            # matplotlib takes seconds to import: at the first plot, not at the bot's
-            # start, and in the thread, not in the event loop.
-            from tuner_core.plots import learning_curves_png
-
-            return learning_curves_png(load_study(self.config, name))
-
-        return await asyncio.to_thread(draw)
+        # matplotlib takes seconds to import: at the first plot, not at the bot's start,
+        # and in the thread, not in the event loop.
+        return await asyncio.to_thread(self.tuner.learning_curves_png, name)
 
     async def voice_sample(self, study_id: int, trial: int) -> VoiceNote | None:
         """The newest audio sample the trainer wrote for the trial, as a voice message;
@@ -267,9 +260,7 @@ class TunerService:
 
     async def promote(self, version: int) -> dict[str, Any]:
         """Make ``version`` the champion (again: harmless); its record, with ``replaced``."""
-        def promote() -> dict[str, Any]:
-            from tuner_core.registry import RegistryError  # MLflow: off the event loop
-
+        def promote() -> dict[str, Any]:  # MLflow loads here, off the event loop
             try:
                 return self.tuner.promote(str(version))
             except RegistryError:
@@ -326,7 +317,7 @@ class TunerService:
     async def storage(self) -> optuna.storages.BaseStorage:
         """The study storage, opened once (it holds a connection pool)."""
         if self._storage is None:
-            self._storage = await asyncio.to_thread(open_storage, self.config)
+            self._storage = await asyncio.to_thread(self.tuner.storage)
         return self._storage
 
     # --- the notification feed ---------------------------------------------------------------

@@ -1,7 +1,7 @@
 """What the bot remembers across restarts, in ``state_dir/bot_state.json``, and the lock
 that keeps a second bot off the same state folder.
 
-``delivered``  the ids of the notifications already sent (see :mod:`tuner_core.events`)
+``delivered``  the ids of the notifications already sent (see :mod:`tuner_core.reporting.events`)
 ``sent_to``    for a notification sent to some of several chats so far, those chats
 ``sending``    the notification being sent: its id, the chat, and how many of its
                messages (text pieces, then the photo) Telegram has confirmed there
@@ -27,7 +27,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from train.atomic import atomic_path
+from train.tacotron2.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,10 @@ from pathlib import Path
 
 import soundfile
 
+from tuner_core.lazy import LazyModule
+
+librosa = LazyModule("librosa")  # seconds to load, and only a resampled sample needs it
+
 OPUS_RATE = 48_000
 
 
@@ -29,8 +33,6 @@ def voice_note(wav: Path) -> VoiceNote:
     duration_s = max(1, round(len(audio) / rate))
     mono = audio.mean(axis=1)
     if rate != OPUS_RATE:
-        import librosa  # imported here: seconds to load, and only this needs it
-
         mono = librosa.resample(mono, orig_sr=rate, target_sr=OPUS_RATE)
     buffer = io.BytesIO()
     soundfile.write(buffer, mono, OPUS_RATE, format="OGG", subtype="OPUS")

@@ -30,7 +30,8 @@ from bot.middlewares import RetryRequests
 from bot.service import TunerService
 from bot.state import BotState
 from tuner_core import SmartTuner
-from tuner_core.study import FINISHED_ATTR, create_study
+from tuner_core.storage import FINISHED_ATTR
+from tuner_core.study import create_study
 
 TOKEN = "123456789:AAbotTokenForTheSmartTunerTests0000"
 BOT_USER = {"id": 123456789, "is_bot": True, "first_name": "Smart Tuner",

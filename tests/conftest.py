@@ -12,7 +12,7 @@ import torch
 
 from tests.postgres import PostgresCluster, available, postgres_cluster
 from train.corpus import generate_corpus
-from train.hparams import PROFILES
+from train.tacotron2.hparams import PROFILES
 from tuner_core.config import Config, load_config
 from tuner_core.study import create_study, run_worker
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train.alignment import batch_alignment, mean_alignment, utterance_alignment
-from train.data import Batch
-from train.free_running import MAX_LENGTH_RATIO, stop_metrics
-from train.hparams import HParams
-from train.loss import Tacotron2Loss, guided_attention_mask
-from train.model import Tacotron2, Tacotron2Output
+from train.tacotron2.alignment import batch_alignment, mean_alignment, utterance_alignment
+from train.tacotron2.data import Batch
+from train.tacotron2.free_running import MAX_LENGTH_RATIO, stop_metrics
+from train.tacotron2.hparams import HParams
+from train.tacotron2.loss import Tacotron2Loss, guided_attention_mask
+from train.tacotron2.model import Tacotron2, Tacotron2Output
 
 STEPS, TOKENS = 200, 40
 _t = torch.arange(STEPS).float()

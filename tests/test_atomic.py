@@ -1,6 +1,6 @@
 import pytest
 
-from train.atomic import atomic_path
+from train.tacotron2.atomic import atomic_path
 
 
 def test_the_file_appears_whole_only_when_the_block_succeeds(tmp_path):

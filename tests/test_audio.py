@@ -1,4 +1,5 @@
-"""train.audio: loading and saving clips, NVIDIA's log-mel features, Griffin-Lim inversion."""
+"""train.tacotron2.audio: loading and saving clips, NVIDIA's log-mel features, Griffin-Lim
+inversion."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from train.audio import AudioError, MelSpectrogram, griffin_lim, load_wav, save_wav
-from train.hparams import HParams
+from train.tacotron2.audio import AudioError, MelSpectrogram, griffin_lim, load_wav, save_wav
+from train.tacotron2.hparams import HParams
 
 HP = HParams()  # NVIDIA's audio settings: 22050 Hz, filter 1024, hop 256, 80 mels up to 8 kHz
 

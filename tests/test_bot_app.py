@@ -153,4 +153,6 @@ def test_the_first_best_or_promote_imports_mlflow_off_the_event_loop(
     assert answered.returncode == 0, answered.stderr[-2000:]
     answer, importers = answered.stdout.splitlines()[-2:]
     assert answer.startswith("{") if call == "best()" else answer == "There is no model version 1."
-    assert importers != "[]" and "MainThread" not in importers, importers
+    # /best reads two names kept on the trial, and needs no MLflow at all.
+    assert importers == "[]" if call == "best()" else "MainThread" not in importers, importers
+    assert call == "best()" or importers != "[]", importers

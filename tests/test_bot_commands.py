@@ -22,7 +22,8 @@ from tests.bot_support import (
     trial,
 )
 from tuner_core import SmartTuner
-from tuner_core.study import STOP_ATTR, create_study, load_study, open_storage
+from tuner_core.storage import STOP_ATTR, open_storage
+from tuner_core.study import create_study, load_study
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ from bot.notifier import Notifier
 from bot.state import StateFolderInUse, hold_state_folder
 from tests.bot_support import ALICE, MALLORY, TOKEN, BotHarness, add_study, trial, write_config
 from tests.deadlines import scaled
-from tuner_core import SmartTuner, runner
-from tuner_core.study import open_storage
+from tuner_core import SmartTuner
+from tuner_core.storage import open_storage
+from tuner_core.trial import runner
 
 GROUP = -100123
 

@@ -4,7 +4,7 @@ import html
 import re
 
 from bot import messages
-from tuner_core.events import Kind, Notification
+from tuner_core.reporting.events import Kind, Notification
 
 
 def test_a_long_text_is_split_between_lines_and_pre_blocks_stay_valid() -> None:

@@ -16,13 +16,14 @@ from bot import service as service_module
 from bot.keyboards import AudioButton, ModelAction, ModelButton
 from tests.bot_support import ALICE, BotHarness, write_config
 from tests.conftest import TEST_HPARAMS
-from train.checkpoint import save_checkpoint
-from train.hparams import HParams
-from train.model import Tacotron2
+from train.tacotron2.checkpoint import save_checkpoint
+from train.tacotron2.hparams import HParams
+from train.tacotron2.model import Tacotron2
 from tuner_core import SmartTuner
-from tuner_core.registry import BestCheckpoint, register_version
+from tuner_core.storage import TRIAL_RUN_ATTR
 from tuner_core.study import create_study
-from tuner_core.tracking import TRIAL_RUN_ATTR, ensure_experiment, mlflow_client
+from tuner_core.tracking.registering import BestCheckpoint, register_version
+from tuner_core.tracking.store import ensure_experiment, mlflow_client
 
 # The study is built with study.ask(), which Optuna's heartbeat storage warns about.
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")

@@ -14,7 +14,7 @@ from bot.state import STATE_FILE
 from tests.bot_support import ALICE, BotHarness, add_study, trial, write_config
 from tests.deadlines import scaled
 from tuner_core import SmartTuner
-from tuner_core.study import FINISHED_ATTR
+from tuner_core.storage import FINISHED_ATTR
 
 
 def make_tuner(tmp_path: Path, **telegram: object) -> SmartTuner:

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from tuner_core.config import Config, ConfigError, load_config
-from tuner_core.early_stop import Alignment, Divergence, Overfitting, Patience, Plateau
-from tuner_core.search_space import Categorical, FloatRange, IntRange
+from tuner_core.rules.early_stop import Alignment, Divergence, Overfitting, Patience, Plateau
+from tuner_core.rules.search_space import Categorical, FloatRange, IntRange
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 

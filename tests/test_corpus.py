@@ -9,7 +9,7 @@ import soundfile as sf
 
 from tests.deadlines import scaled
 from train.corpus import SAMPLE_RATE, Espeak, generate_corpus, generate_sentences, main
-from train.text import normalize
+from train.tacotron2.text import normalize
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 N_CLIPS = 5

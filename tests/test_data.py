@@ -1,4 +1,5 @@
-"""train.data: corpus reading, the split, cached mel features, batching and the loaders."""
+"""train.tacotron2.data: corpus reading, the split, cached mel features, batching and the
+loaders."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pytest
 import soundfile as sf
 import torch
 
-import train.data
-from train.audio import AudioError
-from train.data import (
+import train.tacotron2.data
+from train.tacotron2.audio import AudioError
+from train.tacotron2.data import (
     Batch,
     DataError,
     TextMelCollate,
@@ -24,8 +25,8 @@ from train.data import (
     read_utterances,
     split_utterances,
 )
-from train.hparams import HParams
-from train.symbols import EOS_ID, PAD_ID
+from train.tacotron2.hparams import HParams
+from train.tacotron2.symbols import EOS_ID, PAD_ID
 
 HP = HParams()
 
@@ -120,15 +121,15 @@ def test_split_sizes(n, fraction, sizes) -> None:
 
 @pytest.fixture
 def counted_loads(monkeypatch) -> list[Path]:
-    """The paths train.data loads audio from, in order (to see cache hits and misses)."""
+    """The paths train.tacotron2.data loads audio from, in order (to see cache hits and misses)."""
     loads: list[Path] = []
-    real_load_wav = train.data.load_wav
+    real_load_wav = train.tacotron2.data.load_wav
 
     def load_wav(path: Path, sampling_rate: int) -> np.ndarray:
         loads.append(path)
         return real_load_wav(path, sampling_rate)
 
-    monkeypatch.setattr(train.data, "load_wav", load_wav)
+    monkeypatch.setattr(train.tacotron2.data, "load_wav", load_wav)
     return loads
 
 

@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from tuner_core.config import load_config
-from tuner_core.early_stop import (
+from tuner_core.rules.early_stop import (
     CRITERIA,
     Action,
     Alignment,

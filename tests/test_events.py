@@ -6,8 +6,9 @@ from optuna.trial import TrialState
 
 from tests.bot_support import add_study, trial
 from tuner_core import SmartTuner
-from tuner_core.events import LOG_TAIL_CHARS, Kind, collect, finished_studies_backlog
-from tuner_core.study import create_study, open_storage
+from tuner_core.reporting.events import LOG_TAIL_CHARS, Kind, collect, finished_studies_backlog
+from tuner_core.storage import open_storage
+from tuner_core.study import create_study
 
 
 def test_a_study_tells_its_story_in_order(tuner: SmartTuner) -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from train.hparams import PROFILES, HParams, HParamsError
+from train.tacotron2.hparams import PROFILES, HParams, HParamsError
 
 
 def test_defaults_are_nvidias():

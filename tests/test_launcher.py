@@ -12,9 +12,9 @@ import pytest
 
 from tests.conftest import TEST_HPARAMS
 from tests.deadlines import scaled
-from train.checkpoint import load_checkpoint
-from tuner_core.process import TrainerLauncher, TrainerProcess
-from tuner_core.rendering import BackgroundRenders
+from train.tacotron2.checkpoint import load_checkpoint
+from tuner_core.trial.process import TrainerLauncher, TrainerProcess
+from tuner_core.trial.rendering import BackgroundRenders
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from tuner_core.config import load_config
-from tuner_core.metrics_store import detect_anomalies, series, summary
-from tuner_core.runner import TrialRunner
+from tuner_core.rules.metric_history import detect_anomalies, series, summary
+from tuner_core.trial.runner import TrialRunner
 
 
 def trial_with(history: dict[str, list]) -> optuna.trial.FrozenTrial:

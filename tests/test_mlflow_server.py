@@ -27,8 +27,8 @@ from tests.deadlines import scaled
 from tests.postgres import PostgresCluster
 from tests.test_tuner import write_config
 from tuner_core import SmartTuner
-from tuner_core.registry import load_model_uri
-from tuner_core.tracking import TRACKED_METRICS
+from tuner_core.tracking.registry import load_model_uri
+from tuner_core.tracking.runs import TRACKED_METRICS
 
 STARTUP_TIMEOUT_S = 120  # imports take most of it, and CI machines are slow
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from train.hparams import HParams, HParamsError
-from train.loss import Tacotron2Loss
-from train.model import PADDED_GATE_LOGIT, Prenet, Tacotron2, Tacotron2Output
-from train.symbols import PAD_ID
+from train.tacotron2.hparams import HParams, HParamsError
+from train.tacotron2.loss import Tacotron2Loss
+from train.tacotron2.model import PADDED_GATE_LOGIT, Prenet, Tacotron2, Tacotron2Output
+from train.tacotron2.symbols import PAD_ID
 
 TINY = {
     "symbols_embedding_dim": 32, "encoder_embedding_dim": 32, "attention_rnn_dim": 32,
@@ -177,7 +177,7 @@ def test_infer_stops_at_max_decoder_steps_with_a_warning(
     model = tiny_model(n_frames_per_step=r, max_decoder_steps=7).eval()
     _force_gate(model, -10.0)  # never "stop"
     text = padded_batch()[0][:1, :TEXT_LENGTHS[0]]
-    with caplog.at_level(logging.WARNING, logger="train.model"):
+    with caplog.at_level(logging.WARNING, logger="train.tacotron2.model"):
         out = model.infer(text)
     assert out.mel.shape == out.mel_postnet.shape == (1, 20, 7 * r)
     assert out.gate.shape == (1, 7 * r)
@@ -224,7 +224,7 @@ def test_batched_infer_runs_until_the_last_gate_and_blanks_the_rest(
     model = tiny_model(n_frames_per_step=3, max_decoder_steps=10).eval()
     model.decoder.gate_layer = ScriptedGate([2, 4, 3])
     text, text_lengths, *_ = padded_batch()
-    with caplog.at_level(logging.WARNING, logger="train.model"):
+    with caplog.at_level(logging.WARNING, logger="train.tacotron2.model"):
         out = model.infer(text, text_lengths)
     assert out.mel.shape == (3, 20, 4 * 3) and out.alignments.shape == (3, 4, TEXT_WIDTH)
     assert caplog.text == ""

@@ -13,7 +13,7 @@ from matplotlib.image import imread
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from tuner_core import plots
+from tuner_core.reporting import plots
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -183,7 +183,7 @@ def test_titles_fit_however_long_the_study_name(figures):
 
 
 def test_mel_plot_shares_one_colour_scale_with_a_colour_bar():
-    from train.figures import mels_figure
+    from train.tacotron2.figures import mels_figure
 
     target = np.linspace(-5.0, 1.0, 80 * 50).reshape(80, 50)
     figure = mels_figure(target, target + 3.0, "trial_0003, LJ001-0007: epoch 8, step 40")

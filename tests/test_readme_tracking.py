@@ -15,7 +15,7 @@ from tests.deadlines import scaled
 from tests.test_mlflow_server import _free_port
 from tests.test_tuner import ROOT, write_config
 from tuner_core import SmartTuner
-from tuner_core.next_steps import closing_note
+from tuner_core.reporting.next_steps import closing_note
 
 SECTION = "## Tracking, models and reports"
 SERVERS = ("mlflow ui", "optuna-dashboard")  # commands that serve until stopped

@@ -18,22 +18,22 @@ from mlflow.entities import LoggedModelStatus
 
 from tests.conftest import TrackedStudy
 from tests.deadlines import scaled
-from train.model import Tacotron2
 from train.synthesize import load_model
+from train.tacotron2.model import Tacotron2
 from tuner_core import SmartTuner
 from tuner_core.__main__ import main
-from tuner_core.registry import (
-    BestCheckpoint,
-    RegistryError,
+from tuner_core.errors import RegistryError
+from tuner_core.storage import TRIAL_RUN_ATTR
+from tuner_core.tracking.registering import BestCheckpoint, register_version
+from tuner_core.tracking.registry import (
     export,
     list_versions,
     load_model_uri,
     load_registered_model,
     promote,
-    register_version,
     resolve,
 )
-from tuner_core.tracking import TRIAL_RUN_ATTR, mlflow_client
+from tuner_core.tracking.store import mlflow_client
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from tuner_core.__main__ import main
 from tuner_core.config import load_config
-from tuner_core.report import write_report
+from tuner_core.reporting.report import write_report
 from tuner_core.study import create_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from train.hparams import HParams, HParamsError
-from train.schedules import SCHEDULES, LearningRateScheduler, lr_multiplier
+from train.tacotron2.hparams import HParams, HParamsError
+from train.tacotron2.schedules import SCHEDULES, LearningRateScheduler, lr_multiplier
 
 
 def lrs(hp: HParams, steps: int) -> list[float]:

@@ -11,7 +11,7 @@ from optuna.distributions import (
 )
 from pydantic import ValidationError
 
-from tuner_core.search_space import Categorical, FloatRange, IntRange, describe, suggest
+from tuner_core.rules.search_space import Categorical, FloatRange, IntRange, describe, suggest
 
 SPACE = {
     "learning_rate": FloatRange(type="float", min=1e-4, max=1e-2, log=True),

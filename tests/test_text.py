@@ -1,7 +1,7 @@
 import pytest
 
-from train.symbols import ARPABET, EOS_ID, NVIDIA, PAD_ID, SYMBOLS
-from train.text import english_cleaners, normalize, sequence_to_text, text_to_sequence
+from train.tacotron2.symbols import ARPABET, EOS_ID, NVIDIA, PAD_ID, SYMBOLS
+from train.tacotron2.text import english_cleaners, normalize, sequence_to_text, text_to_sequence
 
 
 @pytest.mark.parametrize(

@@ -15,13 +15,8 @@ from tests.deadlines import scaled
 from tests.test_tuner import ROOT, write_config
 from tuner_core.config import load_config
 from tuner_core.study import create_study, run_worker
-from tuner_core.tracking import (
-    TRACKED_METRICS,
-    MlflowTracker,
-    ensure_experiment,
-    mlflow_client,
-    mlflow_ui_command,
-)
+from tuner_core.tracking.runs import TRACKED_METRICS, MlflowTracker
+from tuner_core.tracking.store import ensure_experiment, mlflow_client, mlflow_ui_command
 
 
 @pytest.fixture(scope="module")

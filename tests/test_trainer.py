@@ -14,10 +14,10 @@ import torch
 
 from tests.conftest import TEST_HPARAMS, hparams_arg
 from tests.deadlines import scaled
-from train.checkpoint import CheckpointError, load_checkpoint
-from train.events import EXIT_DIVERGED, parse
-from train.hparams import HParams
-from train.trainer import Trainer
+from train.tacotron2.checkpoint import CheckpointError, load_checkpoint
+from train.tacotron2.events import EXIT_DIVERGED, parse
+from train.tacotron2.hparams import HParams
+from train.tacotron2.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,7 +120,7 @@ def test_synthesize_reports_how_each_held_out_sentence_ended(trained, corpus, tm
 
 def test_a_failure_while_writing_artifacts_never_fails_the_run(corpus, mel_cache, tmp_path,
                                                                 monkeypatch, capsys):
-    from train import artifacts
+    from train.tacotron2 import artifacts
 
     def refuse(*_args, **_kwargs):
         raise ValueError("Audio buffer is not finite everywhere")
@@ -192,7 +192,7 @@ def test_render_draws_a_stopped_runs_plots_from_its_checkpoint(trained, corpus, 
 
 def test_non_finite_loss_ends_the_run_as_diverged(corpus, mel_cache, tmp_path, monkeypatch,
                                                   capsys):
-    from train import trainer as trainer_module
+    from train.tacotron2 import trainer as trainer_module
 
     real_forward = trainer_module.Tacotron2Loss.forward
     calls = {"n": 0}
@@ -345,7 +345,7 @@ def test_changing_a_model_size_on_resume_is_one_line_naming_it(corpus, mel_cache
 
 def test_a_full_disk_is_named_with_the_file_it_could_not_write(corpus, mel_cache, tmp_path,
                                                               monkeypatch):
-    from train import checkpoint
+    from train.tacotron2 import checkpoint
 
     real_save = torch.save
 

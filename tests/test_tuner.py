@@ -229,7 +229,7 @@ def test_the_same_code_runs_a_study_on_postgresql(corpus, mel_cache, tmp_path, p
 @pytest.mark.parametrize(("configured", "cores", "expected"), [(1, 4, 1), (None, 1, 1)])
 def test_each_trainer_gets_the_configured_or_its_share_of_the_threads(
         corpus, mel_cache, tmp_path, monkeypatch, configured, cores, expected):
-    from tuner_core import runner
+    from tuner_core.trial import runner
 
     monkeypatch.setattr(runner.os, "cpu_count", lambda: cores)
     path = write_config(tmp_path, corpus, mel_cache, optimization={"n_trials": 1},

@@ -12,8 +12,8 @@ import yaml
 
 from tests.deadlines import scaled
 from tests.test_tuner import ROOT, write_config
-from train.data import DataError, check_corpus
-from train.hparams import HParams
+from train.tacotron2.data import DataError, check_corpus
+from train.tacotron2.hparams import HParams
 from tuner_core import NotReady, SmartTuner
 from tuner_core.__main__ import main
 

@@ -17,8 +17,9 @@ from tests.test_tuner import ROOT, write_config
 from tuner_core import SmartTuner
 from tuner_core.__main__ import COMMANDS, build_parser, main
 from tuner_core.config import load_config
-from tuner_core.sampling import TrialSeeded, make_sampler
-from tuner_core.study import create_study, load_study, make_pruner
+from tuner_core.study import create_study, load_study
+from tuner_core.study.pruner import make_pruner
+from tuner_core.study.sampler import TrialSeeded, make_sampler
 
 
 def test_tune_runs_a_study_and_the_other_commands_read_it(corpus, mel_cache, tmp_path,
@@ -126,7 +127,7 @@ def test_two_workers_of_a_seeded_study_draw_different_parameters(tmp_path, corpu
 def test_threads_opening_a_new_storage_at_once_share_one(tmp_path, corpus, mel_cache):
     from concurrent.futures import ThreadPoolExecutor
 
-    from tuner_core.study import open_storage
+    from tuner_core.storage import open_storage
 
     config = load_config(write_config(tmp_path, corpus, mel_cache))
     with ThreadPoolExecutor(4) as pool:
@@ -181,7 +182,7 @@ ASKED_TRIALS = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarni
 
 def _study_with_runs_and_checkpoints(config, name: str) -> list[str]:
     """A finished study of one trial, with MLflow runs and a checkpoint; its run ids."""
-    from tuner_core.tracking import STUDY_TAG, ensure_experiment, mlflow_client
+    from tuner_core.tracking.store import STUDY_TAG, ensure_experiment, mlflow_client
 
     study = create_study(config, name, 1)
     study.tell(study.ask(), 1.0)
@@ -197,7 +198,7 @@ def _study_with_runs_and_checkpoints(config, name: str) -> list[str]:
 @ASKED_TRIALS
 def test_delete_removes_a_study_its_mlflow_runs_and_checkpoints(tmp_path, corpus, mel_cache,
                                                                  capsys, monkeypatch):
-    from tuner_core.tracking import mlflow_client
+    from tuner_core.tracking.store import mlflow_client
 
     path = write_config(tmp_path, corpus, mel_cache, mlflow={"enabled": True})
     config = load_config(path)
@@ -237,19 +238,28 @@ def test_delete_refuses_a_study_with_a_running_trial(tmp_path, corpus, mel_cache
 # The one exception: Optuna offers no way to complete a finished trial's record (why its
 # worker was lost, a checkpoint retention deleted), so this module writes the user
 # attribute into Optuna's own table, as Optuna does.
-PRIVATE_OPTUNA_ALLOWED = {Path("tuner_core/trial_records.py")}
+PRIVATE_OPTUNA_ALLOWED = {Path("tuner_core/storage/records.py")}
 
 
-# Runs the CLI with the arguments after -c, then prints the heavy packages it loaded.
+# Runs the CLI with the arguments after -c, then prints which of PACKAGES it loaded.
 HEAVY_PACKAGES = ("torch", "mlflow", "matplotlib")
-CLI_THEN_LOADED = f"""
+CLI_THEN_LOADED = """
 import runpy, sys
 try:
     runpy.run_module("tuner_core", run_name="__main__")
-except SystemExit:
-    pass
-print(sorted({{name.split(".")[0] for name in sys.modules}} & set({HEAVY_PACKAGES!r})))
+except SystemExit as exit:
+    assert not exit.code, exit.code
+print(sorted({{name.split(".")[0] for name in sys.modules}} & set({packages!r})))
 """
+
+
+def loaded_by_cli(args: list[str], packages: tuple[str, ...] = HEAVY_PACKAGES) -> list[str]:
+    """Which of ``packages`` ``python -m tuner_core ARGS`` imports, in a fresh interpreter."""
+    proc = subprocess.run([sys.executable, "-c", CLI_THEN_LOADED.format(packages=packages),
+                           *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=scaled(300))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return eval(proc.stdout.splitlines()[-1])
 
 
 @pytest.mark.parametrize("command", [["--help"], ["status"], ["trials"], ["best"],
@@ -259,10 +269,23 @@ def test_commands_that_read_the_storage_load_no_torch_mlflow_or_matplotlib(
     path = write_config(tmp_path, corpus, mel_cache)
     create_study(load_config(path), "light", 1)
     args = command if command == ["--help"] else [*command, "--config", str(path)]
-    proc = subprocess.run([sys.executable, "-c", CLI_THEN_LOADED, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=scaled(120))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.splitlines()[-1] == "[]"
+    assert loaded_by_cli(args) == []
+
+
+def test_a_worker_without_mlflow_imports_no_mlflow(corpus, mel_cache, tmp_path):
+    """MLflow takes seconds to import; a worker with tracking off never loads it."""
+    path = write_config(tmp_path, corpus, mel_cache,
+                        trainer={"hparams": {**TEST_HPARAMS, "epochs": 1}})
+    assert loaded_by_cli(["tune", "--config", str(path), "--trials", "1", "--quiet"],
+                         ("mlflow",)) == []
+    study = load_study(load_config(path), SmartTuner(path).latest_study_name())
+    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE]
+
+
+def test_help_loads_neither_optuna_nor_pydantic():
+    """The CLI's packages load their names on first use (tuner_core.lazy)."""
+    assert loaded_by_cli(["--help"], ("optuna", "pydantic", "sqlalchemy", "yaml")) == []
+    assert loaded_by_cli(["tune", "--help"], ("optuna", "pydantic")) == []
 
 
 def test_only_optunas_public_api_is_used():

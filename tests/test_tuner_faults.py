@@ -12,9 +12,10 @@ from optuna.trial import TrialState
 from tests.deadlines import scaled
 from tests.test_tuner import ROOT, write_config
 from tuner_core.config import load_config
-from tuner_core.retries import fail_stale_trials
-from tuner_core.study import create_study, load_study, open_storage
-from tuner_core.tracking import TRIAL_RUN_ATTR, MlflowTracker
+from tuner_core.storage import TRIAL_RUN_ATTR, open_storage
+from tuner_core.storage.retries import fail_stale_trials
+from tuner_core.study import create_study, load_study
+from tuner_core.tracking.runs import MlflowTracker
 
 # Imports the tuner, waits for the file argv[2], then opens the study of argv[1]'s config:
 # several of these started together reach the new database within milliseconds.

@@ -8,8 +8,8 @@ from optuna.trial import TrialState
 
 from tests.test_tuner import write_config
 from tuner_core.config import load_config
-from tuner_core.registry import enforce_retention
 from tuner_core.study import create_study, load_study
+from tuner_core.study.retention import enforce_retention
 
 
 def finished_trial(study: optuna.Study, run_dir: Path, state: TrialState,

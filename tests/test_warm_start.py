@@ -11,11 +11,11 @@ from tests.conftest import TEST_HPARAMS, hparams_arg
 from tests.test_trainer import of_kind, run_train
 from tests.test_tuner import write_config
 from train.__main__ import parse_args
-from train.checkpoint import CheckpointError, load_checkpoint
-from train.hparams import HParams
-from train.model import Tacotron2
-from train.trainer import Trainer
-from train.warm_start import nvidia_name, project_name, warm_start_model
+from train.tacotron2.checkpoint import CheckpointError, load_checkpoint
+from train.tacotron2.hparams import HParams
+from train.tacotron2.model import Tacotron2
+from train.tacotron2.trainer import Trainer
+from train.tacotron2.warm_start import nvidia_name, project_name, warm_start_model
 from tuner_core.config import ConfigError, load_config
 from tuner_core.study import create_study, run_worker
 

@@ -18,10 +18,11 @@ from optuna.trial import TrialState
 from tests.conftest import TEST_HPARAMS
 from tests.deadlines import scaled
 from tests.test_tuner import ROOT, write_config
-from tuner_core.budget_lock import BudgetLock
 from tuner_core.config import load_config
-from tuner_core.retries import retried_from
-from tuner_core.study import create_study, load_study, open_storage
+from tuner_core.storage import open_storage
+from tuner_core.storage.budget_lock import BudgetLock
+from tuner_core.storage.retries import retried_from
+from tuner_core.study import create_study, load_study
 
 
 @contextlib.contextmanager

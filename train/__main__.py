@@ -5,7 +5,7 @@
     python -m train --data DATA --out RUN_DIR --warm-start PRETRAINED.pt [--ignore-layers ...]
     python -m train --list-hparams
 
-Event lines (JSON, see train/events.py) go to stdout; the log to stderr and
+Event lines (JSON, see train/tacotron2/events.py) go to stdout; the log to stderr and
 RUN_DIR/train.log (a caller that keeps stderr itself passes --no-log-file). On --resume
 the checkpoint's hyperparameters are the base and --hparams changes them (optimiser
 settings only make sense there).
@@ -21,12 +21,12 @@ import sys
 from pathlib import Path
 
 from train.arguments import program_name
-from train.audio import AudioError
-from train.checkpoint import CheckpointError, load_resumable
-from train.data import DataError
-from train.events import LOG_FILE
-from train.hparams import PROFILES, HParams, HParamsError
-from train.trainer import Trainer
+from train.tacotron2.audio import AudioError
+from train.tacotron2.checkpoint import CheckpointError, load_resumable
+from train.tacotron2.data import DataError
+from train.tacotron2.events import LOG_FILE
+from train.tacotron2.hparams import PROFILES, HParams, HParamsError
+from train.tacotron2.trainer import Trainer
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def hparams_table() -> list[dict[str, str]]:
     """Every hyperparameter: name, type, default, valid values and help, from its field."""
-    from train.schedules import SCHEDULES  # the schedule registry owns its names
+    from train.tacotron2.schedules import SCHEDULES  # the schedule registry owns its names
 
     rows = []
     for spec in dataclasses.fields(HParams):

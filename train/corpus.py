@@ -35,7 +35,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from train.arguments import positive_int
-from train.text import normalize
+from train.tacotron2.text import normalize
 
 SAMPLE_RATE = 22050
 VOICE = "en-us"

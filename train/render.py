@@ -3,7 +3,7 @@
     python -m train.render --checkpoint RUN_DIR/best.pt --data DATA [--out RUN_DIR/artifacts]
 
 What the trainer writes with ``artifacts=validation|end`` (see
-:func:`train.artifacts.render`), for a run that did not: one stopped by SIGTERM exits
+:func:`train.tacotron2.artifacts.render`), for a run that did not: one stopped by SIGTERM exits
 at once, and its caller (the tuner, after reporting the trial) renders it here, in a
 process of its own. The files are named by the checkpoint's epoch; each is announced by
 an ``artifact`` event on stdout, as the trainer does.
@@ -15,12 +15,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from train.artifacts import render
-from train.checkpoint import CheckpointError, load_checkpoint
-from train.data import DataError, TextMelDataset, read_utterances, split_utterances
-from train.events import emit
-from train.hparams import HParams
-from train.model import Tacotron2
+from train.tacotron2.artifacts import render
+from train.tacotron2.checkpoint import CheckpointError, load_checkpoint
+from train.tacotron2.data import DataError, TextMelDataset, read_utterances, split_utterances
+from train.tacotron2.events import emit
+from train.tacotron2.hparams import HParams
+from train.tacotron2.model import Tacotron2
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@
 
 Each sentence is reported with how it ended (the stop gate fired, or decoding was cut
 off at about three times a normal pace), its length and its attention's
-``alignment_score`` (see :mod:`train.alignment`). ``--reference WAV`` (or, with
+``alignment_score`` (see :mod:`train.tacotron2.alignment`). ``--reference WAV`` (or, with
 ``--held-out``, the corpus's own rendering of each held-out sentence) adds the length
 ratio to it: a model that speaks stops by the gate within a few tenths of the reference.
 
@@ -28,13 +28,13 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from train.alignment import utterance_alignment
-from train.artifacts import Speech, synthesize
-from train.audio import save_wav
-from train.checkpoint import CheckpointError, load_checkpoint
-from train.free_running import format_stop_metric
-from train.hparams import HParams
-from train.model import Tacotron2
+from train.tacotron2.alignment import utterance_alignment
+from train.tacotron2.artifacts import Speech, synthesize
+from train.tacotron2.audio import save_wav
+from train.tacotron2.checkpoint import CheckpointError, load_checkpoint
+from train.tacotron2.free_running import format_stop_metric
+from train.tacotron2.hparams import HParams
+from train.tacotron2.model import Tacotron2
 
 
 def load_model(checkpoint: Path, device: str = "cpu") -> tuple[Tacotron2, HParams]:

@@ -1,6 +1,6 @@
 """Smart Tuner's engine: Optuna studies of Tacotron2 trainings, supervised epoch by epoch.
 
-The public API is :class:`SmartTuner`::
+The public API is :class:`SmartTuner` (:mod:`tuner_core.api`)::
 
     from tuner_core import SmartTuner
 
@@ -10,163 +10,36 @@ The public API is :class:`SmartTuner`::
 
 and, for the bot and other front ends, starting a study in a worker process,
 requesting a stop, reading status, the best trial and the trial list, and the model
-registry (versions, promotion, export).
+registry (versions, promotion, export). The errors it raises are in
+:mod:`tuner_core.errors`.
+
+The package is in rooms by concern, each importing only the rooms below it::
+
+    api, __main__ (CLI), check   the facade, the command line, readiness checks
+    reporting/                   read-only views: status, notifications, plots, reports
+    study/                       a study's life, sampler and pruner, the worker, retention
+    tracking/                    MLflow runs and the model registry (only where enabled)
+    trial/                       one trial = one supervised trainer process; listener hooks
+    storage/                     opening the Optuna storage, locks, retries, the names kept
+    config/                      the YAML config: location, loading, validation
+    rules/                       search space, early-stopping criteria, adaptation, anomalies
+    errors, lazy, logs           what every room may use
+
+Names load on first use (:mod:`tuner_core.lazy`): importing the package is cheap.
 """
 
-from __future__ import annotations
+from tuner_core.lazy import lazy_exports
 
-import os
-import subprocess
-import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
-
-import optuna
-
-from tuner_core.check import NotReady, require_ready
-from tuner_core.config import Config, ConfigError, load_config
-from tuner_core.runner import PROJECT_ROOT, TrialListener
-from tuner_core.study import (
-    StorageUnavailable,
-    StudyNotFound,
-    create_study,
-    default_study_name,
-    load_study,
-    open_storage,
-    request_stop,
-    run_worker,
-)
-from tuner_core.summary import (
-    best_trial,
-    result_summary,
-    studies_list,
-    study_status,
-    trial_row,
-    trials_list,
-)
-
-__all__ = ["Config", "ConfigError", "NotReady", "SmartTuner", "StorageUnavailable",
-           "StudyNotFound", "TrialListener", "load_config"]
-
-
-class SmartTuner:
-    """One config, many studies. Every method reads or writes the shared storage."""
-
-    def __init__(self, config_path: str | Path = "config/smart_tuner.yaml",
-                 environ: Mapping[str, str] | None = None, overrides: Sequence[str] = ()):
-        """``overrides``: ``key.path=value`` settings over the file's (see load_config)."""
-        self.config_path = Path(config_path).resolve()
-        self.overrides = list(overrides)
-        self.config: Config = load_config(self.config_path, environ, self.overrides)
-
-    def run_optimization(self, n_trials: int | None = None, study_name: str | None = None,
-                         listener: TrialListener | None = None) -> dict[str, Any]:
-        """Run a study in this process until its budget is used or a stop is requested.
-
-        Returns ``best_parameters``, ``best_value``, ``best_trial``, ``n_trials``,
-        ``study_name``, ``states`` (trial counts per state) and ``end_reason``.
-        Raises :class:`NotReady` when the dataset, storage or MLflow store cannot work.
-        """
-        require_ready(self.config)
-        study = create_study(self.config, study_name, n_trials)
-        run_worker(self.config, study, listener)
-        return result_summary(study)
-
-    def start_study(self, n_trials: int | None = None, study_name: str | None = None,
-                    log_file: Path | None = None) -> tuple[str, subprocess.Popen]:
-        """Create a study and run it in a new local worker process; (name, process).
-
-        The worker outlives its caller (its own session), so a restarted bot finds
-        the study still running. Raises :class:`NotReady` (one line) when the dataset,
-        storage or MLflow store cannot work; nothing is created then.
-        """
-        require_ready(self.config)
-        study = create_study(self.config, study_name or default_study_name(self.config),
-                             n_trials)
-        log_file = log_file or self.config.state_dir / "logs" / f"{study.study_name}.out"
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_file, "ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tuner_core", "worker", "--config", str(self.config_path),
-                 *(f"--set={override}" for override in self.overrides),
-                 "--study", study.study_name, "--quiet"],
-                cwd=PROJECT_ROOT, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                start_new_session=True, env=os.environ.copy())
-        return study.study_name, process
-
-    def request_stop(self, study_name: str | None = None, by: str = "api") -> str:
-        """Ask the workers of the study (the latest by default) to stop; its name."""
-        study = self.study(study_name)
-        request_stop(study, by)
-        return study.study_name
-
-    def status(self, study_name: str | None = None) -> dict[str, Any]:
-        return study_status(self.study(study_name))
-
-    def best(self, study_name: str | None = None) -> dict[str, Any] | None:
-        return best_trial(self.study(study_name))
-
-    def trials(self, study_name: str | None = None, limit: int | None = None
-               ) -> list[dict[str, Any]]:
-        return trials_list(self.study(study_name), limit)
-
-    def studies(self) -> list[dict[str, Any]]:
-        return studies_list(open_storage(self.config))
-
-    def latest_study_name(self) -> str | None:
-        studies = self.studies()
-        return studies[-1]["study_name"] if studies else None
-
-    # --- the model registry (tuner_core.registry, imported on first use: MLflow takes
-    # seconds to load, and most callers never need it) --------------------------------
-    def models(self) -> list[dict[str, Any]]:
-        """Every registered model version, newest first."""
-        from tuner_core.registry import list_versions
-
-        return list_versions(self.config)
-
-    def promote(self, version: str) -> dict[str, Any]:
-        """Make ``version`` (a number or an alias) the champion; the promoted version's
-        info, with ``replaced``: the former champion (None if it already was)."""
-        from tuner_core.registry import promote
-
-        return promote(self.config, version)
-
-    def export(self, ref: str, out: Path) -> Path:
-        """Write version ``ref`` (a number or an alias) to the folder ``out``; ``out``."""
-        from tuner_core.registry import export
-
-        return export(self.config, ref, Path(out))
-
-    def best_version(self, study_name: str | None = None) -> str | None:
-        """The model version registered from the study's best trial, if any."""
-        try:
-            best = self.study(study_name).best_trial
-        except ValueError:  # no trial has completed
-            return None
-        return best.user_attrs.get("registered_version")
-
-    def audio_sample(self, study_name: str | None = None,
-                     trial_number: int | None = None) -> Path | None:
-        """The newest audio sample (``sample_*.wav``) of a trial, the best by default."""
-        study = self.study(study_name)
-        if trial_number is None:
-            row = best_trial(study)
-        else:
-            trials = study.get_trials(deepcopy=False)
-            if not 0 <= trial_number < len(trials):
-                raise LookupError(f"study {study.study_name} has no trial {trial_number} "
-                                  f"(it has {len(trials)})")
-            row = trial_row(trials[trial_number])
-        if row is None or row["run_dir"] is None:
-            return None
-        samples = Path(row["run_dir"], "artifacts").glob("sample_*.wav")
-        return max(samples, key=lambda path: path.stat().st_mtime, default=None)
-
-    def study(self, name: str | None = None) -> optuna.Study:
-        """The study ``name``, or the latest one; :class:`StudyNotFound` if there is none."""
-        name = name or self.latest_study_name()
-        if name is None:
-            raise StudyNotFound(f"no study yet in {self.config.storage_shown}")
-        return load_study(self.config, name)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "SmartTuner": ".api",
+    "PROJECT_ROOT": ".config.location",
+    "Config": ".config.sections",
+    "load_config": ".config.loading",
+    "TrialListener": ".trial.listener",
+    "ConfigError": ".errors",
+    "NotReady": ".errors",
+    "RegistryError": ".errors",
+    "StorageUnavailable": ".errors",
+    "StudyBusy": ".errors",
+    "StudyNotFound": ".errors",
+})

@@ -16,27 +16,33 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 from tqdm import tqdm
 
+import tuner_core
 from train.arguments import positive_int, program_name
-from tuner_core import SmartTuner
-from tuner_core.check import NotReady, require_ready
-from tuner_core.config import CONFIG_HELP, ConfigError, default_config_path
-from tuner_core.logs import setup_logging
-from tuner_core.next_steps import closing_note
-from tuner_core.runner import TrialListener
-from tuner_core.search_space import describe
-from tuner_core.study import (
+from tuner_core import reporting, study
+from tuner_core.config.location import CONFIG_HELP, default_config_path
+from tuner_core.errors import (
+    ConfigError,
+    NotReady,
+    RegistryError,
     StorageUnavailable,
+    StudyBusy,
     StudyNotFound,
-    create_study,
-    load_study,
-    run_worker,
 )
-from tuner_core.summary import result_summary
+from tuner_core.lazy import LazyModule
+from tuner_core.logs import setup_logging
+from tuner_core.trial.listener import TrialListener
+
+if TYPE_CHECKING:
+    import optuna
+
+    from tuner_core.api import SmartTuner
+
+# The commands' modules load Optuna, pydantic and more: not for --help.
+check = LazyModule("tuner_core.check")
 
 log = logging.getLogger("tuner_core")
 
@@ -131,12 +137,12 @@ def cmd_tune(tuner: SmartTuner, args: argparse.Namespace) -> int:
     same storage can join the study with "worker --study NAME".
     """
     config = tuner.config
-    require_ready(config)
-    study = create_study(config, args.study, args.trials)
-    print(f"study {study.study_name} on {config.storage_shown}")
-    for line in describe(config.hyperparameter_search_space):
+    check.require_ready(config)
+    created = study.create_study(config, args.study, args.trials)
+    print(f"study {created.study_name} on {config.storage_shown}")
+    for line in tuner.search_space():
         print(f"  {line}")
-    return _work(tuner, study, args)
+    return _work(tuner, created, args)
 
 
 def cmd_worker(tuner: SmartTuner, args: argparse.Namespace) -> int:
@@ -145,23 +151,23 @@ def cmd_worker(tuner: SmartTuner, args: argparse.Namespace) -> int:
     Together, the study's workers run exactly its trial budget; a worker whose trials
     are done stays until the others' trials end, to retry any whose worker dies.
     """
-    require_ready(tuner.config)
-    return _work(tuner, load_study(tuner.config, args.study), args)
+    check.require_ready(tuner.config)
+    return _work(tuner, study.load_study(tuner.config, args.study), args)
 
 
-def _work(tuner: SmartTuner, study: optuna.Study, args: argparse.Namespace) -> int:
+def _work(tuner: SmartTuner, joined: optuna.Study, args: argparse.Namespace) -> int:
     bars = None if args.quiet else ProgressBars(
-        study.user_attrs["n_trials"], tuner.config.fixed_hparams.get("epochs", 500))
+        joined.user_attrs["n_trials"], tuner.config.fixed_hparams.get("epochs", 500))
     try:
-        run_worker(tuner.config, study, bars)
+        study.run_worker(tuner.config, joined, bars)
     finally:
         if bars:
             bars.close()
-    result = result_summary(study)
+    result = reporting.result_summary(joined)
     print_result(result)
-    print(closing_note(tuner.config, study, str(args.config)))
+    print(reporting.closing_note(tuner.config, joined, str(args.config)))
     if set(result["states"]) == {"FAIL"}:
-        print(f"error: every trial of study {study.study_name} failed; the trials command "
+        print(f"error: every trial of study {joined.study_name} failed; the trials command "
               "shows why", file=sys.stderr)
         return 1
     return 0
@@ -234,10 +240,8 @@ def cmd_check(tuner: SmartTuner, args: argparse.Namespace) -> int:
 
     Exits 1 when a check fails.
     """
-    from tuner_core.check import run_checks
-
     ok = True
-    for name, passed, detail in run_checks(tuner.config):
+    for name, passed, detail in check.run_checks(tuner.config):
         ok &= passed
         print(f"[{'ok' if passed else 'FAIL'}] {name}: {detail}")
     return 0 if ok else 1
@@ -249,12 +253,10 @@ def cmd_report(tuner: SmartTuner, args: argparse.Namespace) -> int:
     Learning curves, the optimisation history, hyperparameter importances, the best
     trial's alignment, and a summary of outcomes and stop reasons.
     """
-    from tuner_core.report import write_report  # matplotlib only loads for this command
-
-    study = tuner.study(args.study)
-    out_dir = args.out or tuner.config.state_dir / "reports" / study.study_name
-    path = write_report(study, out_dir)
-    print(f"report of study {study.study_name}: {path}")
+    chosen = tuner.study(args.study)
+    out_dir = args.out or tuner.config.state_dir / "reports" / chosen.study_name
+    path = reporting.write_report(chosen, out_dir)
+    print(f"report of study {chosen.study_name}: {path}")
     return 0
 
 
@@ -279,8 +281,6 @@ def cmd_promote(tuner: SmartTuner, args: argparse.Namespace) -> int:
     The champion alias moves to the version; the former champion becomes "previous",
     so "promote previous" rolls back.
     """
-    from tuner_core.registry import RegistryError  # MLflow loads only for registry commands
-
     try:
         info = tuner.promote(args.version)
     except RegistryError as exc:
@@ -302,8 +302,6 @@ def cmd_export(tuner: SmartTuner, args: argparse.Namespace) -> int:
     The folder holds the checkpoint, hparams.json, the config used (secrets masked),
     MODEL_CARD.md and an audio sample.
     """
-    from tuner_core.registry import RegistryError
-
     try:
         out = tuner.export(args.ref, args.out)
     except RegistryError as exc:
@@ -320,10 +318,8 @@ def cmd_delete(tuner: SmartTuner, args: argparse.Namespace) -> int:
     Registered model versions are kept (their files are copies in MLflow's artifact
     store). MLflow deletes runs softly; "mlflow gc" removes them for good.
     """
-    from tuner_core.deletion import StudyBusy, delete_study, study_footprint
-
     try:
-        footprint = study_footprint(tuner.config, args.study)
+        footprint = study.study_footprint(tuner.config, args.study)
     except StudyBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -333,7 +329,7 @@ def cmd_delete(tuner: SmartTuner, args: argparse.Namespace) -> int:
     if not args.yes and not _confirmed("Delete all of it?"):
         print("nothing deleted")
         return 1
-    delete_study(tuner.config, footprint)
+    study.delete_study(tuner.config, footprint)
     print(f"deleted study {footprint.study_name}; registered model versions are kept")
     return 0
 
@@ -408,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        tuner = SmartTuner(args.config, overrides=args.overrides)
+        tuner = tuner_core.SmartTuner(args.config, overrides=args.overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,13 +7,20 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from tuner_core.config import Config
+import optuna
+
+from train.tacotron2.hparams import HParams
+from tuner_core import tracking
+from tuner_core.config.sections import Config
+from tuner_core.errors import NotReady, StorageUnavailable
+from tuner_core.lazy import LazyModule
+from tuner_core.storage.opening import open_storage
+
+# torch, which checking a corpus needs, loads with the first check.
+data = LazyModule("train.tacotron2.data")
+torch = LazyModule("torch")
 
 Check = tuple[str, bool, str]
-
-
-class NotReady(RuntimeError):
-    """A study that cannot work with this config; the message is one line saying why."""
 
 
 def run_checks(config: Config) -> Iterator[Check]:
@@ -40,21 +47,15 @@ def require_ready(config: Config) -> None:
 
 
 def _dataset(config: Config) -> Check:
-    from train.data import DataError, check_corpus
-    from train.hparams import HParams
-
     try:
-        count = check_corpus(config.dataset_path, HParams.from_overrides(config.fixed_hparams))
-    except DataError as exc:
+        count = data.check_corpus(config.dataset_path,
+                                  HParams.from_overrides(config.fixed_hparams))
+    except data.DataError as exc:
         return "dataset", False, str(exc)
     return "dataset", True, f"{count} utterances in {config.dataset_path}"
 
 
 def _storage(config: Config) -> Check:
-    import optuna
-
-    from tuner_core.study import StorageUnavailable, open_storage
-
     new = _new_sqlite_file(config.storage_url)
     if new is not None:
         return "storage", *new
@@ -72,11 +73,9 @@ def _mlflow(config: Config) -> Check:
     new = _new_sqlite_file(uri)
     if new is not None:
         return "mlflow", *new
-    from tuner_core.tracking import mlflow_client
-
     try:
         with _answer_within_seconds():
-            mlflow_client(config).search_experiments(max_results=1)
+            tracking.mlflow_client(config).search_experiments(max_results=1)
     except Exception as exc:  # a server down, a refused login: show it
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return "mlflow", False, f"{uri}: {cause}"
@@ -117,8 +116,6 @@ def _answer_within_seconds() -> Iterator[None]:
 
 
 def _torch() -> Check:
-    import torch
-
     if torch.cuda.is_available():
         devices = ", ".join(torch.cuda.get_device_name(i)
                             for i in range(torch.cuda.device_count()))

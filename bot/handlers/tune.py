@@ -10,7 +10,7 @@ from bot import messages
 from bot.keyboards import study_keyboard
 from bot.service import StartedStudy, TunerService
 from bot.state import BotState
-from tuner_core.events import study_started_id
+from tuner_core.reporting.events import study_started_id
 
 
 async def tune(message: Message, command: CommandObject, service: TunerService,

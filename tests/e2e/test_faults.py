@@ -28,8 +28,8 @@ from tests.deadlines import scaled
 from tests.e2e.fake_telegram import FakeTelegram, parse_html
 from tests.test_tuner import ROOT, write_config
 from tuner_core import SmartTuner
-from tuner_core.events import Kind, collect, study_started_id
-from tuner_core.study import open_storage
+from tuner_core.reporting.events import Kind, collect, study_started_id
+from tuner_core.storage import open_storage
 
 ALICE = 1001
 OUTAGE_S = 60  # the drill: Telegram answers 5xx for a minute

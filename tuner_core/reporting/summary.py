@@ -1,0 +1,137 @@
+"""Read-only views of a study for people: status, best trial, the trial list.
+
+Everything here is computed from the storage alone, so the CLI, the bot and a
+remote machine all see the same thing. Values are plain JSON-able dicts.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner_core.storage.attributes import (
+    BUDGET_ATTR,
+    CREATED_ATTR,
+    END_REASON_ATTR,
+    FINISHED_ATTR,
+    STOP_ATTR,
+)
+from tuner_core.study.life import trials_left
+
+
+def study_state(study: optuna.Study) -> str:
+    """``running``, ``stopping`` (requested, not yet done) or ``finished``."""
+    attrs = study.user_attrs
+    if attrs.get(FINISHED_ATTR):
+        return "finished"
+    return "stopping" if attrs.get(STOP_ATTR) else "running"
+
+
+def _duration(trial: FrozenTrial) -> float | None:
+    if trial.datetime_start is None:
+        return None
+    end = trial.datetime_complete.timestamp() if trial.datetime_complete else time.time()
+    return end - trial.datetime_start.timestamp()
+
+
+def trial_row(trial: FrozenTrial) -> dict[str, Any]:
+    """One trial as the CLI and the bot list it."""
+    attrs = trial.user_attrs
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "outcome": attrs.get("outcome"),
+        "value": trial.value,
+        "params": trial.params,
+        "criterion": attrs.get("criterion"),
+        "reason": attrs.get("reason"),
+        "recommendation": attrs.get("recommendation"),
+        "stop_epoch": attrs.get("stop_epoch"),
+        "adaptations": attrs.get("adaptations", []),
+        "last_metrics": attrs.get("last_metrics"),
+        "duration_s": _duration(trial),
+        "run_dir": attrs.get("run_dir"),
+        "best_checkpoint": attrs.get("best_checkpoint"),
+        "exit_code": attrs.get("exit_code"),
+        "log_tail": attrs.get("log_tail"),
+    }
+
+
+def best_trial(study: optuna.Study) -> dict[str, Any] | None:
+    """The best completed trial, or None while there is none."""
+    try:
+        return trial_row(study.best_trial)
+    except ValueError:
+        return None
+
+
+def study_status(study: optuna.Study) -> dict[str, Any]:
+    """Counts by state, the best value, running trials and a time estimate."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name: 0 for state in TrialState}
+    for trial in trials:
+        counts[trial.state.name] += 1
+    attrs = study.user_attrs
+    created = attrs.get(CREATED_ATTR, time.time())
+    end = attrs.get(FINISHED_ATTR) or time.time()
+    finished = [d for t in trials if t.state.is_finished() and (d := _duration(t)) is not None]
+    left = max(trials_left(study), 0) + counts["WAITING"]
+    running = [trial_row(t) for t in trials if t.state is TrialState.RUNNING]
+    best = best_trial(study)
+    return {
+        "study_name": study.study_name,
+        "state": study_state(study),
+        "end_reason": attrs.get(END_REASON_ATTR),
+        "direction": study.direction.name.lower(),
+        "n_trials": attrs.get(BUDGET_ATTR),
+        "counts": counts,
+        "best_value": best["value"] if best else None,
+        "best_trial": best["number"] if best else None,
+        "running": running,
+        "elapsed_s": end - created,
+        # Remaining trials at the mean duration so far, the running ones counted as whole.
+        "eta_s": (statistics.fmean(finished) * (left + len(running))
+                  if finished and study_state(study) == "running" else None),
+    }
+
+
+def trials_list(study: optuna.Study, limit: int | None = None) -> list[dict[str, Any]]:
+    """The last ``limit`` trials (all by default), oldest first."""
+    trials = study.get_trials(deepcopy=False)
+    if limit:
+        trials = trials[-limit:]
+    return [trial_row(t) for t in trials]
+
+
+def result_summary(study: optuna.Study) -> dict[str, Any]:
+    """What ``SmartTuner.run_optimization`` returns."""
+    status = study_status(study)
+    best = best_trial(study)
+    return {
+        "study_name": study.study_name,
+        "best_parameters": best["params"] if best else {},
+        "best_value": best["value"] if best else None,
+        "best_trial": best["number"] if best else None,
+        "n_trials": sum(status["counts"].values()),
+        "states": {k: v for k, v in status["counts"].items() if v},
+        "end_reason": status["end_reason"],
+    }
+
+
+def studies_list(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
+    """Every study in the storage, oldest first, with its progress."""
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
+        rows.append({
+            "study_name": summary.study_name,
+            "n_trials": summary.n_trials,
+            "budget": summary.user_attrs.get(BUDGET_ATTR),
+            "best_value": summary.best_trial.value if summary.best_trial else None,
+            "created_at": summary.user_attrs.get(CREATED_ATTR),
+            "finished": bool(summary.user_attrs.get(FINISHED_ATTR)),
+        })
+    return sorted(rows, key=lambda row: row["created_at"] or 0)

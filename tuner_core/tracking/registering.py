@@ -1,0 +1,201 @@
+"""Registering the best trials of a study as versions of one MLflow model.
+
+While a study runs, :class:`RegistryListener` registers each trial that beats the study's
+best so far: its best checkpoint is logged as an MLflow model of the PyTorch flavour (a
+"logged model" of the trial's run, which MLflow's UI lists under "Logged models"), and a
+new version of ``registry.model_name`` points at it::
+
+    mlflow.pytorch.load_model("models:/NAME@champion")   # the Tacotron2 module, to use
+
+The model's folder also holds the checkpoint (``best.pt``: weights, optimiser, hparams; what
+``python -m train.synthesize`` and exports use) and ``hparams.json``, and the code of the
+``train`` package, so it loads with torch alone. A version's tags say where it comes from,
+rounded for reading: ``study``, ``trial``, ``objective_metric``, ``value``, one
+``param.NAME`` per searched parameter and one ``metric.NAME`` per metric of the
+checkpoint's validation. The trial records the version number (user attr
+``registered_version``). A checkpoint trained with the same hyperparameters on the same
+data as a registered one (a study re-run with the same seed) is not registered again: the
+trial records that version instead.
+
+Versions are never promoted automatically: the champion is a person's decision
+(:mod:`tuner_core.tracking.registry`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+from optuna.trial import TrialState
+
+import train
+from tuner_core.config.sections import Config
+from tuner_core.errors import RegistryError
+from tuner_core.lazy import LazyModule
+from tuner_core.storage.attributes import HISTORY_METRICS, TRIAL_RUN_ATTR, VERSION_ATTR
+from tuner_core.tracking.registry import (
+    CHECKPOINT_FILE,
+    DIGEST_TAG,
+    HPARAMS_FILE,
+    METRIC_TAG,
+    PARAM_TAG,
+    format_number,
+)
+from tuner_core.tracking.store import STUDY_TAG, mlflow_client
+from tuner_core.trial.listener import TrialListener, is_new_best
+
+# torch, loaded only when a model is registered.
+mlflow_pytorch = LazyModule("mlflow.pytorch")
+synthesize = LazyModule("train.synthesize")
+torch = LazyModule("torch")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BestCheckpoint:
+    """A trial's best checkpoint, with the hyperparameters and validation that made it."""
+
+    path: Path
+    hparams: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+def register_version(config: Config, trial: optuna.Trial, value: float,
+                     best: BestCheckpoint) -> str:
+    """Log ``best`` as an MLflow model and register it as a new version; its version
+    number. A version of the same hyperparameters and data is reused, not duplicated."""
+    run_id = trial.user_attrs.get(TRIAL_RUN_ATTR)
+    if run_id is None:
+        raise RegistryError(f"trial {trial.number} has no MLflow run to register from")
+    client, name = mlflow_client(config), str(config.registry.model_name)
+    digest = _digest(config, best.hparams)
+    same = client.search_model_versions(f"name = '{name}' and tags.{DIGEST_TAG} = '{digest}'")
+    if same:
+        version = str(min(int(v.version) for v in same))
+        log.info("trial %d is the best of study %s so far, with the hyperparameters and data "
+                 "of version %s: not registered again", trial.number, trial.study.study_name,
+                 version)
+    else:
+        if not client.search_registered_models(f"name = '{name}'"):
+            client.create_registered_model(
+                name, description=f"Tacotron2 checkpoints of {config.experiment_name} studies")
+        model = _log_model(client, name, trial, run_id, best)
+        tags = {"study": trial.study.study_name, "trial": trial.number,
+                "objective_metric": config.optimization.objective_metric, "value": value,
+                **{PARAM_TAG + key: item for key, item in trial.params.items()},
+                **{METRIC_TAG + key: item for key, item in best.metrics.items()
+                   if item is not None},
+                DIGEST_TAG: digest}
+        # The artifact location, not models:/<model_id>: MLflow's SQL registry resolves a
+        # models:/ source through the process-wide tracking URI, not this client's.
+        version = str(client.create_model_version(
+            name, source=model.artifact_location, run_id=run_id, model_id=model.model_id,
+            tags={key: format_number(item) for key, item in tags.items()},
+            description=f"trial {trial.number} of study {trial.study.study_name}").version)
+        # What MLflow's own registration records, so the UI links the model to its version.
+        client.set_logged_model_tags(model.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(
+            [{"name": name, "version": version}])})
+        log.info("trial %d is the best of study %s so far: registered as version %s",
+                 trial.number, trial.study.study_name, version)
+    trial.set_user_attr(VERSION_ATTR, version)
+    return version
+
+
+def _digest(config: Config, hparams: dict[str, Any]) -> str:
+    """What makes two checkpoints the same model: all hyperparameters (the seed among
+    them) and the dataset."""
+    identity = json.dumps({"hparams": hparams, "dataset": str(config.dataset_path)},
+                          sort_keys=True, default=str)
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def _log_model(client: mlflow.MlflowClient, name: str, trial: optuna.Trial, run_id: str,
+               best: BestCheckpoint):
+    """``best`` as a logged model of the trial's run (PyTorch flavour); the LoggedModel.
+
+    This is what ``mlflow.pytorch.log_model`` does, through ``client``: log_model takes
+    the store and the experiment from process-wide settings, and a worker may serve a
+    store other than the process's default.
+    """
+    module, _ = synthesize.load_model(best.path)
+    model = client.create_logged_model(
+        client.get_run(run_id).info.experiment_id, name=name, source_run_id=run_id,
+        params={key: str(item) for key, item in trial.params.items()},
+        tags={STUDY_TAG: trial.study.study_name, "smart_tuner.trial": str(trial.number)},
+        model_type="Tacotron2")
+    with tempfile.TemporaryDirectory(prefix="smart_tuner_model_") as tmp:
+        folder = Path(tmp, "model")
+        mlflow_pytorch.save_model(
+            module, str(folder), code_paths=[str(Path(train.__file__).parent)],
+            # torch.export cannot trace the autoregressive decoder; and naming torch here
+            # (without a local label such as +cpu) spares inferring it in a subprocess.
+            serialization_format="pickle",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            mlflow_model=mlflow.models.Model(
+                artifact_path=model.artifact_location, run_id=run_id,
+                model_uuid=model.model_id, model_id=model.model_id))
+        for cache in list(folder.rglob("__pycache__")):
+            shutil.rmtree(cache)
+        shutil.copyfile(best.path, folder / CHECKPOINT_FILE)
+        (folder / HPARAMS_FILE).write_text(json.dumps(best.hparams, indent=2))
+        client.log_model_artifacts(model.model_id, str(folder))
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id,
+                                                  step=best.metrics.get("epoch") or 0)])
+    return client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+
+
+@dataclass
+class _RunningTrial:
+    """What the registry follows of the trial running now."""
+
+    hparams: dict[str, Any] = field(default_factory=dict)     # of its current trainer
+    validation: dict[str, Any] = field(default_factory=dict)  # the latest one's metrics
+    best: BestCheckpoint | None = None
+
+
+class RegistryListener(TrialListener):
+    """Registers each new best trial (when MLflow is enabled).
+
+    It may not fail a trial: problems are logged as warnings.
+    """
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._running = _RunningTrial()
+
+    def trial_started(self, trial: optuna.Trial, hparams: dict[str, Any], run_dir: Path) -> None:
+        self._running = _RunningTrial(hparams=hparams)
+
+    def trainer_event(self, trial: optuna.Trial, event: dict[str, Any],
+                      objective: float | None) -> None:
+        running = self._running
+        if event["event"] == "start":  # a restart after an adaptation changes them
+            running.hparams = event["hparams"]
+        elif event["event"] == "validation":
+            running.validation = {key: event.get(key) for key in HISTORY_METRICS} | {
+                "objective": objective}
+        elif event["event"] == "checkpoint" and event["kind"] == "best":
+            running.best = BestCheckpoint(Path(event["path"]), running.hparams,
+                                          running.validation)
+
+    def trial_finished(self, trial: optuna.Trial, state: TrialState, value: float | None,
+                       attrs: dict[str, Any]) -> None:
+        best = self._running.best
+        if (self.config.mlflow.enabled and state is TrialState.COMPLETE and value is not None
+                and best is not None and is_new_best(trial.study, value)):
+            try:
+                register_version(self.config, trial, value, best)
+            except Exception as error:
+                log.warning("trial %d could not be registered: %s: %s", trial.number,
+                            type(error).__name__, error)
