@@ -70,10 +70,9 @@ def no_study() -> str:
 
 
 def status_text(status: Mapping[str, Any]) -> str:
-    """A study's progress: trials by state, best value, the running trials, time."""
+    """A study's progress: trials by outcome, best value, the running trials, time."""
     state = status["state"] + (f" ({status['end_reason']})" if status["end_reason"] else "")
-    counts = ", ".join(f"{count} {name.lower()}" for name, count in status["counts"].items()
-                       if count) or "none yet"
+    counts = _outcomes(status["outcomes"]) or "none yet"
     lines = [f"📊 Study <code>{html.escape(status['study_name'])}</code>: "
              f"{html.escape(state)}",
              f"Trials: {counts} (budget {status['n_trials']})"]
@@ -129,6 +128,12 @@ def best_text(best: Mapping[str, Any], model: Mapping[str, Any] | None) -> str:
              _params_table(best["params"])]
     if best.get("reason"):
         lines.append(f"Ended: {html.escape(best['reason'])}")
+    confirmation = best.get("confirmation")
+    if confirmation:
+        lines.append(f"✔️ Confirmed over {confirmation['seeds']} training seeds: mean "
+                     f"<b>{_number(confirmation['mean'])}</b> ± {_number(confirmation['std'])}")
+    else:
+        lines.append("Not confirmed: one training seed, which may have been lucky.")
     if best.get("mlflow_run_id"):
         lines.append(f"MLflow run <code>{html.escape(best['mlflow_run_id'])}</code>")
     if model:
@@ -150,6 +155,8 @@ def trials_text(study: str, rows: list[Mapping[str, Any]]) -> str:
     table = [f"{'#':>3} {'outcome':<15} {'value':>8}  reason"]
     for row in rows:
         outcome = row["outcome"] or row["state"].lower()
+        if row.get("confirms") is not None:
+            outcome = f"confirms {row['confirms']}"
         reason = row["reason"] or ""
         if len(reason) > 60:
             reason = reason[:59] + "…"
@@ -160,6 +167,11 @@ def trials_text(study: str, rows: list[Mapping[str, Any]]) -> str:
 def plot_caption(study: str) -> str:
     return caption(f"Learning curves of {study}: the objective at every validation, "
                    "the best trial in red.")
+
+
+def anytime_caption(study: str) -> str:
+    return caption(f"{study}: the best value against the epochs its trials spent; a pruned "
+                   "trial costs only the epochs it trained.")
 
 
 def models_text(models: list[Mapping[str, Any]]) -> str:
@@ -249,6 +261,8 @@ def _trial_finished(study: str, facts: Mapping[str, Any]) -> str:
             lines.append(f"💡 {html.escape(facts['recommendation'])}")
     else:
         lines.append(f"✅ Trial {trial} of {study} completed{took}: {reason}")
+    if facts.get("confirms") is not None:
+        lines.append(f"🔁 It confirms trial {facts['confirms']} with another training seed.")
     if facts["value"] is not None:
         lines.append(f"Value: <b>{_number(facts['value'])}</b>"
                      + (" 🏆 new best" if facts["new_best"] else ""))
@@ -256,7 +270,7 @@ def _trial_finished(study: str, facts: Mapping[str, Any]) -> str:
 
 
 def _study_finished(study: str, facts: Mapping[str, Any]) -> str:
-    counts = ", ".join(f"{count} {name.lower()}" for name, count in facts["counts"].items())
+    counts = _outcomes(facts["outcomes"])
     lines = [f"🏁 Study {study} finished: {html.escape(str(facts['end_reason']))}.",
              f"Trials: {counts or 'none'}"
              + (f", in {duration(facts['elapsed_s'])}" if facts["elapsed_s"] else "")]
@@ -332,6 +346,19 @@ def _number(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+# Trials by outcome (tuner_core.reporting.summary.outcome_counts), in words: a trial
+# stopped on request is PRUNED for Optuna, but it was stopped, not pruned.
+OUTCOME_WORDS = {"running": "running", "waiting": "waiting", "completed": "complete",
+                 "early_stopped": "stopped early", "pruned": "pruned",
+                 "stopped_by_user": "stopped", "failed": "failed"}
+
+
+def _outcomes(counts: Mapping[str, int]) -> str:
+    """``1 running, 2 complete, 1 stopped``; empty when there is no trial."""
+    return ", ".join(f"{count} {OUTCOME_WORDS.get(outcome, outcome)}"
+                     for outcome, count in counts.items() if count)
 
 
 def _params_table(params: Mapping[str, Any]) -> str:

@@ -225,6 +225,10 @@ class TunerService:
             return None
         return name, await self.learning_curves_of(name)
 
+    async def anytime_of(self, name: str) -> bytes:
+        """The study's best value against the compute it spent, as PNG."""
+        return await asyncio.to_thread(self.tuner.anytime_png, name)
+
     async def learning_curves_of(self, name: str) -> bytes:
         # matplotlib takes seconds to import: at the first plot, not at the bot's start,
         # and in the thread, not in the event loop.

@@ -1,6 +1,7 @@
 """Shared fixtures: a small generated corpus and a tiny, fast Tacotron2 profile."""
 
 import itertools
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -139,3 +140,15 @@ def harness(tuner):
     from tests.bot_support import BotHarness
 
     return BotHarness(tuner)
+
+
+@pytest.fixture
+def restore_logging():
+    """train's main() sets up the root logger; put it back for the tests that follow."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:], root.level = handlers, level

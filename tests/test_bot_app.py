@@ -15,7 +15,7 @@ from bot.app import RedactToken, SettingsError, check_settings
 from tests.bot_support import ALICE, TOKEN, add_study, trial, write_config
 from tests.deadlines import scaled
 from tests.e2e.fake_telegram import FakeTelegram
-from tuner_core import SmartTuner
+from tuner_core import SmartTuner, tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,6 +147,8 @@ def test_the_first_best_or_promote_imports_mlflow_off_the_event_loop(
     """MLflow takes seconds to import: on the event loop, the bot would answer nobody."""
     config = tuner(tmp_path).config_path
     add_study(SmartTuner(config, environ={}), "s", [trial(value=0.5)])
+    # A registry to promote in (without one, promote refuses before MLflow loads).
+    tracking.mlflow_client(SmartTuner(config, environ={}).config)
     answered = subprocess.run(
         [sys.executable, "-c", IMPORTS_OF_MLFLOW.format(call=call, config=str(config))],
         cwd=ROOT, capture_output=True, text=True, timeout=scaled(120))

@@ -242,12 +242,16 @@ async def test_trials_lists_the_last_ten(harness: BotHarness, tuner: SmartTuner)
     assert "reason &lt;1&gt;" not in reply.text
 
 
-async def test_plot_sends_the_learning_curves(harness: BotHarness, tuner: SmartTuner) -> None:
+async def test_plot_sends_the_learning_curves_and_the_anytime_curve(
+        harness: BotHarness, tuner: SmartTuner) -> None:
     add_study(tuner, "s", [trial(value=0.5), trial(TrialState.PRUNED)])
     requests = await harness.send(ALICE, "/plot")
-    [photo] = [r for r in requests if r.__api_method__ == "sendPhoto"]
-    assert photo.photo.data.startswith(b"\x89PNG")
-    assert len(photo.caption) <= CAPTION_LIMIT
+    curves, anytime = [r for r in requests if r.__api_method__ == "sendPhoto"]
+    for photo in (curves, anytime):
+        assert photo.photo.data.startswith(b"\x89PNG")
+        assert len(photo.caption) <= CAPTION_LIMIT
+    assert curves.caption.startswith("Learning curves") and "compute" not in curves.caption
+    assert "epochs its trials spent" in anytime.caption
 
 
 # --- strangers and bad buttons -----------------------------------------------------------------

@@ -132,7 +132,8 @@ def test_trainers_do_not_inherit_the_token(tuner: SmartTuner, tmp_path: Path,
     monkeypatch.setenv(app.TOKEN_VARIABLE, TOKEN)  # a tuner run by hand, token exported
     started: list[dict[str, str]] = []
     monkeypatch.setattr(runner, "TrainerProcess",
-                        lambda args, run_dir, python, cwd, env, launcher: started.append(env))
+                        lambda args, run_dir, python, cwd, env, launcher, program:
+                        started.append(env))
     trial_runner = runner.TrialRunner(tuner.config, "s")
     trial_runner._start_trainer({}, tmp_path / "run", None, threads=1)
     [env] = started

@@ -2,6 +2,7 @@
 
 import html
 import re
+import time
 
 from bot import messages
 from tuner_core.reporting.events import Kind, Notification
@@ -61,3 +62,26 @@ def test_a_failed_trial_shows_its_log_tail() -> None:
 
 def test_durations_read_naturally() -> None:
     assert [messages.duration(s) for s in (42, 252, 11100)] == ["42s", "4m 12s", "3h 05m"]
+
+
+OUTCOMES = {"completed": 1, "pruned": 1, "stopped_by_user": 1}  # one trial stopped on request
+STATES = {"COMPLETE": 1, "PRUNED": 2}  # Optuna's: the stopped trial is PRUNED
+
+
+def test_status_counts_a_stopped_trial_as_stopped() -> None:
+    status = {"study_name": "s", "state": "finished", "end_reason": "stopped on request",
+              "counts": STATES, "outcomes": OUTCOMES, "n_trials": 4, "best_value": 0.5,
+              "best_trial": 0, "running": [], "elapsed_s": 60.0, "eta_s": None,
+              "as_of": time.time()}
+    text = messages.status_text(status)
+    assert "Trials: 1 complete, 1 pruned, 1 stopped (budget 4)" in text
+    assert "2 pruned" not in text
+
+
+def test_the_end_of_a_study_counts_a_stopped_trial_as_stopped() -> None:
+    notification = Notification("study:s:finished", Kind.TRAINING_COMPLETE, "s", {
+        "end_reason": "stopped on request", "counts": STATES, "outcomes": OUTCOMES,
+        "elapsed_s": 60.0, "best_trial": 0, "best_value": 0.5, "best_params": {}})
+    text = messages.notification_text(notification)
+    assert "Trials: 1 complete, 1 pruned, 1 stopped, in 1m 00s" in text
+    assert "2 pruned" not in text

@@ -96,8 +96,9 @@ async def test_a_read_overtaken_by_a_newer_one_does_not_replace_it(
 
 def test_an_old_status_says_how_old_it_is() -> None:
     status = {"study_name": "run", "state": "running", "end_reason": None,
-              "counts": {"RUNNING": 1}, "n_trials": 4, "best_value": None, "best_trial": None,
-              "running": [], "elapsed_s": 600.0, "eta_s": None}
+              "counts": {"RUNNING": 1}, "outcomes": {"running": 1}, "n_trials": 4,
+              "best_value": None, "best_trial": None, "running": [], "elapsed_s": 600.0,
+              "eta_s": None}
     fresh = messages.status_text(status | {"as_of": time.time()})
     assert "as of" in fresh and "ago" not in fresh
     old = messages.status_text(status | {"as_of": time.time() - 125})

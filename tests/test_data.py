@@ -4,7 +4,9 @@ loaders."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
+import re
 from pathlib import Path
 
 import librosa
@@ -17,6 +19,7 @@ import train.tacotron2.data
 from train.tacotron2.audio import AudioError
 from train.tacotron2.data import (
     Batch,
+    CacheWriteError,
     DataError,
     TextMelCollate,
     TextMelDataset,
@@ -183,6 +186,23 @@ def test_without_a_cache_folder_nothing_is_written(tmp_path, counted_loads) -> N
     dataset[0]
     assert counted_loads == [clip, clip]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
+
+
+def test_a_cache_file_that_cannot_be_written_is_named(tmp_path, monkeypatch) -> None:
+    clip = write_clip(tmp_path / "a.wav")
+    cache = tmp_path / "cache"
+    real_open = open
+
+    def open_on_a_full_disk(path, mode="r", *args, **kwargs):  # the cache's writes: ENOSPC
+        return real_open("/dev/full", mode, *args, **kwargs) if "w" in mode else real_open(
+            path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", open_on_a_full_disk)
+    with pytest.raises(CacheWriteError) as error:
+        TextMelDataset([Utterance(clip, "Hello.")], HP, cache)[0]
+    assert re.fullmatch(rf"cannot write the mel cache file {re.escape(str(cache))}/a-\w+\.npy: "
+                        r"No space left on device", str(error.value)), str(error.value)
+    assert error.value.errno == errno.ENOSPC and list(cache.iterdir()) == []  # nothing torn
 
 
 def test_check_fills_the_cache_and_names_the_first_bad_clip(tmp_path) -> None:

@@ -95,3 +95,20 @@ def test_the_backlog_holds_only_finished_studies(tuner: SmartTuner) -> None:
     backlog = finished_studies_backlog(open_storage(tuner.config))
     assert backlog == {"study:old:started", "trial:old:0:finished", "trial:old:0:best",
                        "study:old:finished"}
+
+
+def test_a_stopped_trial_is_counted_as_stopped_not_pruned(tuner: SmartTuner) -> None:
+    add_study(tuner, "s", [
+        trial(value=0.5),
+        trial(TrialState.PRUNED, outcome="pruned", criterion="pruner"),
+        trial(TrialState.PRUNED, outcome="stopped_by_user", criterion="user",
+              reason="stopped on request"),
+        trial(TrialState.FAIL, outcome=None),  # lost its worker: no outcome recorded
+    ], end_reason="stopped on request")
+    by_outcome = {"completed": 1, "pruned": 1, "stopped_by_user": 1, "failed": 1}
+
+    [end] = [n for n in collect(open_storage(tuner.config), set()) if n.id == "study:s:finished"]
+    assert end.facts["outcomes"] == by_outcome
+    assert end.facts["counts"] == {"COMPLETE": 1, "PRUNED": 2, "FAIL": 1}  # Optuna's states
+    status = tuner.status("s")
+    assert status["outcomes"] == by_outcome and status["counts"]["PRUNED"] == 2

@@ -35,7 +35,7 @@ ROOMS = {
     ],
     "train": [
         ("train.tacotron2",),
-        ("train.arguments", "train.corpus", "train.launcher", "train.render",
+        ("train.arguments", "train.corpus", "train.launcher", "train.render", "train.replay",
          "train.synthesize", "train.__main__", "train"),
     ],
 }
@@ -197,6 +197,13 @@ def test_the_checks_see_a_circle_and_an_upward_import(modules):
     assert room("tuner_core.trial.runner")[1] < room("tuner_core.tracking.runs")[1]
     # Resolving names through lazy exports: the package's name leads to its module.
     assert lazy_exports(modules["tuner_core.storage"])["open_storage"] == storage.name
+
+
+def test_no_lazy_export_is_named_as_a_submodule(modules):
+    """Once the submodule is imported, Python binds its name in the package over the export."""
+    clashes = [f"{module.name}.{name}" for module in modules.values()
+               for name in lazy_exports(module) if f"{module.name}.{name}" in modules]
+    assert not clashes
 
 
 def test_modules_are_small(modules):

@@ -213,3 +213,18 @@ def test_no_alignment_without_a_saved_matrix(tmp_path: Path):
     assert plots.alignment_png(optuna.trial.create_trial(value=0.1)) is None
     trial = optuna.trial.create_trial(value=0.1, user_attrs={"run_dir": str(tmp_path)})
     assert plots.alignment_png(trial) is None
+
+
+def test_the_anytime_curve_steps_down_with_each_new_best():
+    study = new_study()
+    add_trial(study, "completed", [9.0, 7.0, 6.0])
+    add_trial(study, "pruned", [9.5])
+    add_trial(study, "completed", [8.0, 5.0, 4.0])
+    assert best_highlight_pixels(plots.anytime_png(study)) > 200
+
+
+def test_no_anytime_curve_without_a_completed_trial():
+    study = new_study()
+    add_trial(study, "pruned", [9.5])
+    assert best_highlight_pixels(plots.anytime_png(study)) == 0
+    assert best_highlight_pixels(plots.anytime_png(new_study())) == 0

@@ -18,7 +18,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SPACE = {"learning_rate": FloatDistribution(1e-4, 1e-2, log=True)}
 # Two completed trials are too few for parameter importances: report.md says so instead.
-FIGURES = {"learning_curves.png", "optimization_history.png", "best_alignment.png"}
+FIGURES = {"learning_curves.png", "optimization_history.png", "anytime.png",
+           "best_alignment.png"}
 
 
 def add_trials(study: optuna.Study, run_dir: Path) -> None:
@@ -86,7 +87,7 @@ def test_report_of_a_study_without_results_drops_stale_figures(tmp_path: Path):
 
     text = write_report(study, out).read_text()
 
-    assert {p.name for p in out.iterdir()} == {"learning_curves.png",
+    assert {p.name for p in out.iterdir()} == {"learning_curves.png", "anytime.png",
                                                "optimization_history.png", "report.md"}
     assert "- State: running" in text and "No trial has completed yet." in text
 

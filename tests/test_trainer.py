@@ -1,7 +1,10 @@
 """The trainer end to end: real tiny trainings on the generated corpus."""
 
+import errno
+import logging
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,9 +17,10 @@ import torch
 
 from tests.conftest import TEST_HPARAMS, hparams_arg
 from tests.deadlines import scaled
-from train.tacotron2.checkpoint import CheckpointError, load_checkpoint
+from train.tacotron2.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from train.tacotron2.events import EXIT_DIVERGED, parse
 from train.tacotron2.hparams import HParams
+from train.tacotron2.model import Tacotron2
 from train.tacotron2.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -337,9 +341,11 @@ def test_changing_a_model_size_on_resume_is_one_line_naming_it(corpus, mel_cache
                         "--hparams", "epochs=2,encoder_embedding_dim=64,learning_rate=1e-4",
                         check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    (line,) = [line for line in proc.stderr.splitlines() if "ERROR" in line]
-    assert "a resumed run cannot change the model's size: encoder_embedding_dim " \
-           "(checkpoint 32, now 64)" in line
+    # The last line, as the tuner reports it; the log (train.log) has it with its time.
+    line = proc.stderr.splitlines()[-1]
+    assert line.startswith(f"error: {tmp_path / 'last.pt'}: a resumed run cannot change the "
+                           "model's size: encoder_embedding_dim (checkpoint 32, now 64)")
+    assert "ERROR train: " in (tmp_path / "train.log").read_text().splitlines()[-1]
     assert "learning_rate" not in line
 
 
@@ -359,3 +365,98 @@ def test_a_full_disk_is_named_with_the_file_it_could_not_write(corpus, mel_cache
     assert str(error.value) == (f"{tmp_path / 'last.pt'}: cannot write the checkpoint: "
                                 f"the disk is full ({tmp_path} has no space left)")
     assert list(tmp_path.iterdir()) == []
+
+
+def train_main(corpus: Path, out: Path, cache: Path, capsys, *extra: str) -> tuple[int, list[str]]:
+    """``python -m train``'s main() in this process: its exit code and its stderr lines."""
+    from train.__main__ import main
+
+    capsys.readouterr()
+    code = main(["--data", str(corpus), "--out", str(out), "--cache-dir", str(cache),
+                 "--hparams", hparams_arg(epochs=1), *extra])
+    return code, capsys.readouterr().err.splitlines()
+
+
+def test_a_full_disk_under_the_mel_cache_ends_the_run_in_one_line_naming_the_file(
+        corpus, tmp_path, monkeypatch, capsys, restore_logging):
+    from train.tacotron2 import data
+
+    def save_on_a_full_disk(path, array):
+        with open("/dev/full", "wb") as full:  # every write: ENOSPC
+            np.save(full, array)
+
+    monkeypatch.setattr(data, "_save_npy_atomically", save_on_a_full_disk)
+    monkeypatch.setattr(Trainer, "_install_signal_handlers", lambda self: None)
+    out, cache = tmp_path / "run", tmp_path / "mel_cache"
+    out.mkdir()
+    (out / "train.log").symlink_to("/dev/full")  # the log is on the full disk too
+    code, err = train_main(corpus, out, cache, capsys)
+    assert code == 1
+    assert err[-1].startswith(f"error: cannot write the mel cache file {cache}{os.sep}DEMO-")
+    assert err[-1].endswith(".npy: No space left on device")
+    assert "Traceback" not in "\n".join(err) and "Logging error" not in "\n".join(err)
+    # The log file's own failure is said once, before.
+    assert [line for line in err if "train.log" in line] == [
+        f"warning: cannot write the log file {out / 'train.log'}: No space left on device; "
+        "logging to stderr only"]
+
+
+def test_any_os_error_while_training_ends_with_one_line_naming_the_file(
+        corpus, mel_cache, tmp_path, monkeypatch, capsys, restore_logging):
+    unwritable = tmp_path / "elsewhere" / "file"
+
+    def refuse(self, *_args, **_kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(unwritable))
+
+    monkeypatch.setattr(Trainer, "_validate_and_checkpoint", refuse)
+    monkeypatch.setattr(Trainer, "_install_signal_handlers", lambda self: None)
+    code, err = train_main(corpus, tmp_path / "run", mel_cache, capsys, "--no-log-file")
+    assert code == 1 and "Traceback" not in "\n".join(err)
+    assert err[-1] == f"error: {unwritable}: Permission denied"
+    # train.log keeps it too, with its time.
+    code, err = train_main(corpus, tmp_path / "run", mel_cache, capsys)
+    assert err[-1] == f"error: {unwritable}: Permission denied"
+    assert (tmp_path / "run" / "train.log").read_text().splitlines()[-1].endswith(
+        f"ERROR train: {unwritable}: Permission denied")
+
+
+def test_a_loss_grown_past_max_loss_growth_ends_the_run_as_diverged(corpus, mel_cache,
+                                                                     tmp_path, capsys):
+    # A learning rate of 10 blows the loss up at once (~50 to ~6e4 at the second step)
+    # without making it NaN: the run must not "complete".
+    assert HParams().max_loss_growth == 100
+    hp = HParams.from_overrides({**TEST_HPARAMS, "epochs": 1, "learning_rate": 10.0,
+                                 "free_running_utterances": 0})
+    code = Trainer(hp, corpus, tmp_path, cache_dir=mel_cache).run()
+    end = [parse(line) for line in capsys.readouterr().out.splitlines()][-1]
+    assert code == EXIT_DIVERGED
+    assert end["event"] == "end" and end["status"] == "diverged", end
+    found = re.fullmatch(r"train loss is (\S+) at step 2, over 100 times the first step's "
+                         r"(\S+) \(max_loss_growth\)", end["reason"])
+    assert found and float(found[1]) > 100 * float(found[2]), end["reason"]
+    assert end["step"] == 1 and not (tmp_path / "best.pt").exists()
+
+
+def test_a_diverged_models_plots_are_drawn_and_its_audio_skipped_in_one_line(
+        corpus, mel_cache, tmp_path, capsys, caplog):
+    from train.render import main
+
+    hp = HParams.from_overrides(TEST_HPARAMS)
+    model = Tacotron2(hp)
+    with torch.no_grad():  # log-mels of 1000: finite, but exp() of them is not
+        model.decoder.frame_projection.bias.fill_(1000.0)
+    save_checkpoint(tmp_path / "best.pt", {
+        "model": model.state_dict(), "optimizer": {}, "scheduler": {}, "epoch": 3, "step": 6,
+        "hparams": hp.to_dict()})
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING):
+        assert main(["--checkpoint", str(tmp_path / "best.pt"), "--data", str(corpus),
+                     "--cache-dir", str(mel_cache)]) == 0
+    events = [parse(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(e["kind"] for e in events) == ["alignment_plot", "mel_plot"]
+    assert not (tmp_path / "artifacts" / "sample_e0003.wav").exists()
+    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING
+                  and "audio" in r.getMessage()]
+    assert warning.getMessage().startswith("no audio sample of epoch 3: the predicted mel "
+                                           "spectrogram is not finite or too large for audio")
+    assert warning.exc_info is None and "\n" not in warning.getMessage()

@@ -135,3 +135,32 @@ def test_tune_exits_non_zero_when_every_trial_failed(tmp_path, corpus, mel_cache
     proc = cli("tune", "--config", str(path), "--trials", "1", "--study", "doomed", "--quiet")
     assert proc.returncode == 1
     assert "error: every trial of study doomed failed" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["tune", "worker"])
+def test_a_state_folder_below_a_file_is_refused_in_one_line(tmp_path, capsys, command):
+    (tmp_path / "a_file").write_text("not a folder")
+    state = tmp_path / "a_file" / "state"
+    path = standalone_config(tmp_path, tmp_path / "nowhere", state_dir=str(state))
+    args = ["--trials", "1"] if command == "tune" else ["--study", "any"]
+    assert main([command, "--config", str(path), *args, "--quiet"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"error: state folder: {state}: cannot be created "
+                    f"({tmp_path / 'a_file'} is not a writable folder)")
+    with pytest.raises(NotReady, match=r"^state folder: "):
+        SmartTuner(path).start_study(1)
+
+
+@pytest.mark.parametrize("state", ["{tmp}/a_file/state", "/proc/smart_tuner_state"])
+def test_check_fails_a_state_folder_that_cannot_be_created(tmp_path, capsys, state):
+    if state.startswith("/proc") and not Path("/proc/self").exists():
+        pytest.skip("no /proc on this machine")
+    (tmp_path / "a_file").write_text("not a folder")
+    state = state.format(tmp=tmp_path)
+    path = standalone_config(tmp_path, tmp_path / "nowhere", state_dir=state)
+    assert main(["check", "--config", str(path)]) == 1
+    out = capsys.readouterr().out
+    parent = Path(state).parent
+    assert f"[FAIL] state folder: {state}: cannot be created ({parent} is not a writable " \
+           "folder)" in out.splitlines()
+    assert not Path(state).exists()

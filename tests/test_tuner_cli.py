@@ -3,18 +3,22 @@
 import argparse
 import ast
 import io
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from tests.conftest import TEST_HPARAMS
 from tests.deadlines import scaled
 from tests.test_tuner import ROOT, write_config
-from tuner_core import SmartTuner
+from tuner_core import SmartTuner, reporting
 from tuner_core.__main__ import COMMANDS, build_parser, main
 from tuner_core.config import load_config
 from tuner_core.study import create_study, load_study
@@ -160,6 +164,7 @@ def test_set_overrides_the_config_file(tmp_path, corpus, mel_cache, capsys):
     path = write_config(tmp_path, corpus, mel_cache, optimization={"n_trials": 0})
     assert main(["studies", "--config", str(path)]) == 2
     assert "optimization.n_trials: must be >= 1, got 0" in capsys.readouterr().err
+    SmartTuner(path, overrides=["optimization.n_trials=3"]).storage()  # one to list
     assert main(["studies", "--config", str(path), "--set", "optimization.n_trials=3"]) == 0
     assert main(["studies", "--config", str(path), "--set", "optimization.n_trails=3",
                  "--set", "optimization.n_trials=3"]) == 2
@@ -305,3 +310,83 @@ def test_only_optunas_public_api_is_used():
                 if where not in PRIVATE_OPTUNA_ALLOWED and any(
                         name.startswith("optuna.") and "._" in f".{name}" for name in modules):
                     pytest.fail(f"{where}:{node.lineno}: a private Optuna module")
+
+
+# --- reads that find nothing, default names, stopped trials --------------------------------
+
+def config_without_state(tmp_path: Path) -> Path:
+    """A config whose state folder (and so its SQLite storage and MLflow store) is not there."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"dataset_path": str(tmp_path / "corpus"),
+                                    "state_dir": str(tmp_path / "nowhere" / "state"),
+                                    "mlflow": {"enabled": True}}))
+    return path
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--study", "mine"], ["trials"],
+                                     ["best", "--json"], ["studies"], ["models"],
+                                     ["promote", "best"], ["export", "champion", "--out"]])
+def test_reading_a_state_folder_that_is_not_there_creates_nothing(tmp_path, capsys, command):
+    path = config_without_state(tmp_path)
+    if command[-1] == "--out":
+        command = [*command, str(tmp_path / "nowhere" / "exported")]
+    assert main([*command, "--config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.strip().splitlines()
+    state = tmp_path / "nowhere" / "state"
+    if command[0] in ("models", "promote", "export"):
+        assert line.startswith(f"error: no model registry yet at sqlite:///{state}/mlflow.db")
+    else:
+        assert line.startswith("error: no study") and f"sqlite:///{state}/optuna.db" in line
+        assert line.endswith(" does not exist")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_studies_created_in_the_same_instant_without_a_name_are_two(tmp_path, monkeypatch):
+    from tuner_core.study import life
+
+    config = load_config(config_without_state(tmp_path))
+    instant = 1_750_000_000.25
+    monkeypatch.setattr(life, "time", SimpleNamespace(
+        time=lambda: instant, localtime=time.localtime,
+        strftime=lambda fmt, when=None: time.strftime(fmt, time.localtime(instant))))
+    first, second = create_study(config, None, 2), create_study(config, None, 3)
+    assert first.study_name != second.study_name
+    assert first.study_name.startswith(f"{config.experiment_name}-"
+                                       f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(instant))}")
+    assert [load_study(config, study.study_name).user_attrs["n_trials"]
+            for study in (first, second)] == [2, 3]
+
+
+def test_a_study_created_without_a_name_never_joins_an_existing_one(tmp_path, monkeypatch):
+    from tuner_core.study import life
+
+    config = load_config(config_without_state(tmp_path))
+    monkeypatch.setattr(life, "default_study_name", lambda config: "clash")
+    create_study(config, None, 2)
+    with pytest.raises(optuna.exceptions.DuplicatedStudyError):
+        create_study(config, None, 3)
+    assert load_study(config, "clash").user_attrs["n_trials"] == 2  # not taken over
+
+
+@ASKED_TRIALS
+def test_a_stopped_trial_is_counted_as_stopped_not_pruned(tmp_path, capsys):
+    path = config_without_state(tmp_path)
+    config = load_config(path)
+    study = create_study(config, "halted", 3)
+    for state, outcome in ((TrialState.COMPLETE, "completed"), (TrialState.PRUNED, "pruned"),
+                           (TrialState.PRUNED, "stopped_by_user")):
+        study.add_trial(optuna.create_trial(
+            state=state, value=1.0 if state is TrialState.COMPLETE else None,
+            params={"learning_rate": 1e-3}, user_attrs={"outcome": outcome},
+            distributions={"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2)}))
+
+    assert main(["status", "--config", str(path)]) == 0
+    assert "trials: complete 1, pruned 1, stopped 1 of 3" in capsys.readouterr().out
+    assert main(["status", "--config", str(path), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["outcomes"] == {"completed": 1, "pruned": 1, "stopped_by_user": 1}
+    assert status["counts"]["PRUNED"] == 2  # Optuna's states, as before
+    result = reporting.result_summary(study)
+    assert result["outcomes"] == status["outcomes"] and result["states"]["PRUNED"] == 2

@@ -24,7 +24,7 @@ def finished_trial(study: optuna.Study, run_dir: Path, state: TrialState,
         user_attrs={"run_dir": str(run_dir), "best_checkpoint": str(run_dir / "best.pt")}))
 
 
-def test_a_failed_trial_keeps_its_last_checkpoint_and_no_attribute_points_at_nothing(
+def test_a_failed_trial_keeps_its_last_and_best_checkpoints_and_no_attribute_points_at_nothing(
         tmp_path, corpus, mel_cache):
     config = load_config(write_config(tmp_path, corpus, mel_cache, registry={"keep_top_k": 1}))
     study = create_study(config, "kept", 3)
@@ -37,13 +37,13 @@ def test_a_failed_trial_keeps_its_last_checkpoint_and_no_attribute_points_at_not
     assert sorted(p.name for p in (tmp_path / "best").iterdir()) == [
         "best.pt", "last.prev.pt", "last.pt"]
     assert list((tmp_path / "worse").iterdir()) == []
-    # The failed trial may be resumed by hand from its last checkpoint.
+    # The failed trial may be resumed by hand from its last checkpoint, and its best
+    # model (a trainer may crash late, on a full disk say) is kept.
     assert sorted(p.name for p in (tmp_path / "disk_full").iterdir()) == [
-        "last.prev.pt", "last.pt"]
+        "best.pt", "last.prev.pt", "last.pt"]
     assert set(deleted) == {tmp_path / "worse" / name
-                            for name in ("last.pt", "last.prev.pt", "best.pt")} | {
-        tmp_path / "disk_full" / "best.pt"}
+                            for name in ("last.pt", "last.prev.pt", "best.pt")}
     best, worse, failed = load_study(config, "kept").trials  # as another process reads them
     assert best.user_attrs["best_checkpoint"] == str(tmp_path / "best" / "best.pt")
     assert worse.user_attrs["best_checkpoint"] is None
-    assert failed.user_attrs["best_checkpoint"] is None
+    assert failed.user_attrs["best_checkpoint"] == str(tmp_path / "disk_full" / "best.pt")

@@ -14,13 +14,14 @@ settings only make sense there).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
 
-from train.arguments import program_name
+from train.arguments import described, program_name
 from train.tacotron2.audio import AudioError
 from train.tacotron2.checkpoint import CheckpointError, load_resumable
 from train.tacotron2.data import DataError
@@ -30,7 +31,8 @@ from train.tacotron2.trainer import Trainer
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=program_name("train"), description=__doc__,
+    parser = argparse.ArgumentParser(prog=program_name("train"),
+                                     description=described(__doc__, "train"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path,
                         help="LJSpeech folder (metadata.csv + wavs/) or a path|text filelist")
@@ -95,16 +97,70 @@ def print_hparams() -> None:
             print(f"    {row['help']}")
 
 
+class _StderrFormatter(logging.Formatter):
+    """The log's format, but a fatal error (see :func:`fail`) is ``error: MESSAGE`` alone."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "fatal", False):
+            return f"error: {record.getMessage()}"
+        return super().format(record)
+
+
+class _LogFile(logging.FileHandler):
+    """RUN_DIR/train.log; a file that cannot be written (a full disk) is said once, in one
+    line on stderr, and then left alone, instead of a traceback for every record."""
+
+    broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.broken:
+            super().emit(record)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # the lines a full disk refused are lost, as said
+            super().close()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.broken = True
+        error = sys.exc_info()[1]
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        print(f"warning: cannot write the log file {self.baseFilename}: {reason}; "
+              "logging to stderr only", file=sys.stderr, flush=True)
+
+
 def setup_logging(run_dir: Path, verbose: bool, log_file: bool = True) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(_StderrFormatter(formatter._fmt))
+    handlers: list[logging.Handler] = [stderr]
     if log_file:
-        handlers.append(logging.FileHandler(run_dir / LOG_FILE))
-    for handler in handlers:
-        handler.setFormatter(formatter)
+        # Before stderr: whatever the file's own failure prints comes before the record,
+        # so a fatal error stays the last line on stderr.
+        handlers.insert(0, _LogFile(run_dir / LOG_FILE))
+        handlers[0].setFormatter(formatter)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers,
                         force=True)
+
+
+def fail(message: str) -> int:
+    """End the run on an error: logged (train.log has it with its time), and the last line
+    on stderr is ``error: MESSAGE``, one line, which a caller (the tuner) reports as the
+    reason. Returns the exit code, 1."""
+    logging.getLogger("train").error("%s", message, extra={"fatal": True})
+    return 1
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line naming the file: ``PATH: No space left on device`` (or the error's own
+    words, when it has them: ``cannot write the mel cache file PATH: ...``)."""
+    text = str(error).strip()
+    if "Original Traceback" in text:  # re-raised from a DataLoader worker: its last line
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    if text.startswith("[Errno") and error.strerror:
+        names = [name for name in (error.filename, error.filename2) if name is not None]
+        return f"{' -> '.join(map(str, names))}: {error.strerror}" if names else error.strerror
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def build_hparams(args: argparse.Namespace) -> HParams:
@@ -125,14 +181,19 @@ def main(argv: list[str] | None = None) -> int:
     except (HParamsError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(args.out, args.verbose, log_file=not args.no_log_file)
+    try:
+        setup_logging(args.out, args.verbose, log_file=not args.no_log_file)
+    except OSError as exc:
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
     try:
         return Trainer(hp, args.data, args.out, cache_dir=args.cache_dir,
                        resume=args.resume, warm_start=args.warm_start,
                        ignore_layers=args.ignore_layers).run()
     except (DataError, AudioError, CheckpointError) as exc:
-        logging.getLogger("train").error("%s", exc)
-        return 1
+        return fail(str(exc))
+    except OSError as exc:  # a full disk, a read-only folder: which file, in one line
+        return fail(describe_os_error(exc))
 
 
 if __name__ == "__main__":

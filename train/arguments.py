@@ -1,8 +1,10 @@
-"""Value types shared by the project's command lines (argparse ``type=`` callables)."""
+"""Value types shared by the project's command lines (argparse ``type=`` callables), and the
+name a command shows in its ``--help``."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -18,7 +20,29 @@ def positive_int(text: str) -> int:
     return value
 
 
-def program_name(package: str) -> str | None:
-    """The name ``--help`` shows: ``python -m PACKAGE`` when run so, else None (argparse
-    then shows the script's own name, e.g. an installed ``smart-tuner``)."""
-    return f"python -m {package}" if Path(sys.argv[0]).name == "__main__.py" else None
+def program_name(module: str) -> str | None:
+    """The name ``--help`` shows: ``python -m MODULE`` when this process was started so,
+    else None (argparse then shows the script's own name, e.g. an installed
+    ``smart-tuner-train``).
+
+    ``MODULE`` is a package run by its ``__main__`` or a module run itself
+    (``train.synthesize``). How the process was started is read from ``__main__``'s
+    module spec, which ``python -m`` sets and a console script leaves unset; the script's
+    path (``sys.argv[0]``) cannot tell: it is ``.../train/synthesize.py`` for ``python -m
+    train.synthesize`` and any package's ``__main__.py`` (``python -m pytest``) for a
+    ``python -m`` of that package.
+    """
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    started = getattr(spec, "name", None)
+    return f"python -m {module}" if started in (module, f"{module}.__main__") else None
+
+
+def invoked_as(module: str) -> str:
+    """The command the user typed for ``module``: ``python -m MODULE`` or the script's name."""
+    return program_name(module) or Path(sys.argv[0]).name
+
+
+def described(doc: str, module: str) -> str:
+    """``doc`` (a command's ``--help`` description) with its examples' ``python -m MODULE``
+    written as this process was invoked, e.g. ``smart-tuner-train --data ...``."""
+    return re.sub(rf"python -m {re.escape(module)}(?![\w.])", lambda _: invoked_as(module), doc)

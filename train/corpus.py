@@ -24,6 +24,7 @@ import argparse
 import ctypes
 import random
 import string
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +35,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from train.arguments import positive_int
+from train.arguments import positive_int, program_name
 from train.tacotron2.text import normalize
 
 SAMPLE_RATE = 22050
@@ -336,9 +337,9 @@ def generate_corpus(out: Path, n: int, seed: int = 0) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m train.corpus",
+        prog=program_name("train.corpus"),
         description="Write a synthetic LJSpeech-format corpus spoken by espeak-ng.",
     )
     parser.add_argument("--out", type=Path, required=True, help="corpus folder to write")
@@ -351,7 +352,8 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as err:
         parser.exit(1, f"error: {err}\n")
     print(f"wrote {args.n} clips to {out} in {time.perf_counter() - started:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -35,7 +35,8 @@ from typing import Any
 # Enough for a request (argv with the hyperparameters' JSON, and an environment).
 MAX_MESSAGE = 1 << 20
 # The programs a launcher runs: python -m NAME → the module whose main() it calls.
-PROGRAMS = {"train": "train.__main__", "train.render": "train.render"}
+PROGRAMS = {"train": "train.__main__", "train.render": "train.render",
+            "train.replay": "train.replay"}
 _PR_SET_PDEATHSIG = 1
 
 

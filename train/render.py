@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from train.arguments import described, program_name
 from train.tacotron2.artifacts import render
 from train.tacotron2.checkpoint import CheckpointError, load_checkpoint
 from train.tacotron2.data import DataError, TextMelDataset, read_utterances, split_utterances
@@ -24,7 +25,8 @@ from train.tacotron2.model import Tacotron2
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.render", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program_name("train.render"),
+                                     description=described(__doc__, "train.render"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="a run's best.pt or last.pt")
     parser.add_argument("--data", type=Path, required=True, help="the corpus it was trained on")

@@ -28,9 +28,10 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
+from train.arguments import described, program_name
 from train.tacotron2.alignment import utterance_alignment
 from train.tacotron2.artifacts import Speech, synthesize
-from train.tacotron2.audio import save_wav
+from train.tacotron2.audio import NonFiniteAudio, save_wav
 from train.tacotron2.checkpoint import CheckpointError, load_checkpoint
 from train.tacotron2.free_running import format_stop_metric
 from train.tacotron2.hparams import HParams
@@ -90,7 +91,8 @@ def describe(speech: Speech, hp: HParams, reference: Path | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.synthesize", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program_name("train.synthesize"),
+                                     description=described(__doc__, "train.synthesize"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True,
                         help="a checkpoint file, or models:/NAME@ALIAS or models:/NAME/VERSION")
@@ -124,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
               f"stop_rate {format_stop_metric(scores['stop_rate'])}, length_ratio "
               f"{format_stop_metric(scores['length_ratio'])}")
     for text, reference, out in jobs:
-        speech = synthesize(model, hp, text)
+        try:
+            speech = synthesize(model, hp, text)
+        except NonFiniteAudio as exc:  # a diverged model
+            print(f"error: {text!r}: {exc}; nothing written to {out}", file=sys.stderr)
+            return 1
         save_wav(out, speech.wav, hp.sampling_rate)
         print(f"{text!r}: {describe(speech, hp, reference)}; wrote {out}")
     return 0

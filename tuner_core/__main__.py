@@ -12,6 +12,7 @@ import argparse
 import inspect
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 # The commands' modules load Optuna, pydantic and more: not for --help.
 check = LazyModule("tuner_core.check")
+summary = LazyModule("tuner_core.reporting.summary")
 
 log = logging.getLogger("tuner_core")
 
@@ -117,12 +119,12 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 def print_result(result: dict[str, Any]) -> None:
     print(f"\n=== Study {result['study_name']} ===")
-    states = ", ".join(f"{k.lower()} {v}" for k, v in result["states"].items())
-    print(f"Trials: {result['n_trials']} ({states})")
+    print(f"Trials: {result['n_trials']} ({summary.outcomes_in_words(result['outcomes'])})")
     if result["best_value"] is None:
         print("No trial completed.")
         return
-    print(f"Best value: {result['best_value']:.4f} (trial {result['best_trial']})")
+    print(f"Best value: {result['best_value']:.4f} (trial {result['best_trial']}), "
+          f"{reporting.confirmation_line(result['confirmation'])}")
     print_table([{"parameter": k, "value": v} for k, v in result["best_parameters"].items()],
                 ["parameter", "value"])
 
@@ -174,12 +176,12 @@ def _work(tuner: SmartTuner, joined: optuna.Study, args: argparse.Namespace) -> 
 
 
 def cmd_status(tuner: SmartTuner, args: argparse.Namespace) -> int:
-    """Show a study's trials by state, its best value, the running trials and the time left."""
+    """Show a study's trials by outcome, its best value, the running trials and the time left."""
     status = tuner.status(args.study)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
-    counts = ", ".join(f"{k.lower()} {v}" for k, v in status["counts"].items() if v) or "none"
+    counts = summary.outcomes_in_words(status["outcomes"])
     print(f"study {status['study_name']}: {status['state']}"
           + (f" ({status['end_reason']})" if status["end_reason"] else ""))
     print(f"trials: {counts} of {status['n_trials']}")
@@ -201,7 +203,8 @@ def cmd_best(tuner: SmartTuner, args: argparse.Namespace) -> int:
     elif best is None:
         print("no trial has completed yet")
     else:
-        print(f"trial {best['number']}: value {best['value']:.4f}")
+        print(f"trial {best['number']}: value {best['value']:.4f}, "
+              f"{reporting.confirmation_line(best['confirmation'])}")
         print_table([{"parameter": k, "value": v} for k, v in best["params"].items()],
                     ["parameter", "value"])
         print(f"checkpoint: {best['best_checkpoint']}")
@@ -214,7 +217,8 @@ def cmd_trials(tuner: SmartTuner, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:
-        print_table(rows, ["number", "state", "outcome", "value", "stop_epoch", "reason"])
+        print_table(rows, ["number", "state", "outcome", "confirms", "value", "stop_epoch",
+                           "reason"])
     return 0
 
 
@@ -231,6 +235,8 @@ def cmd_stop(tuner: SmartTuner, args: argparse.Namespace) -> int:
 
 def cmd_studies(tuner: SmartTuner, args: argparse.Namespace) -> int:
     """List every study in the storage, with its budget and best value."""
+    if not tuner.storage_exists():
+        raise tuner.no_study_yet()
     print_table(tuner.studies(), ["study_name", "n_trials", "budget", "best_value", "finished"])
     return 0
 
@@ -262,6 +268,7 @@ def cmd_report(tuner: SmartTuner, args: argparse.Namespace) -> int:
 
 def cmd_models(tuner: SmartTuner, args: argparse.Namespace) -> int:
     """List the registered model versions, newest first, with their aliases."""
+    tuner.require_registry()  # reading a SQLite store that is not there would create it
     rows = tuner.models()
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
@@ -401,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _writable_folder(path: Path) -> bool:
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -408,12 +419,21 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    quiet_console = args.command in ("tune", "worker") and not args.quiet
+    state_dir = tuner.config.state_dir
+    works = args.command in ("tune", "worker")  # which create the state folder
+    if works:
+        name, usable, detail = check.state_folder(tuner.config)
+        if not usable:
+            print(f"error: {name}: {detail}", file=sys.stderr)
+            return 2
     if args.command != "check":  # which writes nothing, not even into the state folder
-        setup_logging(tuner.config.state_dir, verbose=args.verbose, console=not quiet_console)
+        # The other commands write no log into a state folder that is not there (a read
+        # must create nothing) or not theirs to write.
+        setup_logging(state_dir, verbose=args.verbose, console=not (works and not args.quiet),
+                      log_file=works or _writable_folder(state_dir))
     try:
         return COMMANDS[args.command](tuner, args)
-    except (StudyNotFound, StorageUnavailable, NotReady) as exc:
+    except (StudyNotFound, StorageUnavailable, NotReady, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

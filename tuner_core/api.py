@@ -27,7 +27,7 @@ from tuner_core.check import require_ready
 from tuner_core.config.loading import load_config
 from tuner_core.config.location import PROJECT_ROOT
 from tuner_core.config.sections import Config
-from tuner_core.errors import StudyNotFound
+from tuner_core.errors import RegistryError, StudyNotFound
 from tuner_core.reporting.summary import (
     best_trial,
     result_summary,
@@ -38,8 +38,8 @@ from tuner_core.reporting.summary import (
 )
 from tuner_core.rules.search_space import describe
 from tuner_core.storage.attributes import VERSION_ATTR
-from tuner_core.storage.opening import open_storage
-from tuner_core.study.life import create_study, default_study_name, load_study, request_stop
+from tuner_core.storage.opening import open_storage, sqlite_file, storage_exists
+from tuner_core.study.life import create_study, load_study, request_stop
 from tuner_core.study.worker import run_worker
 from tuner_core.trial.listener import TrialListener
 
@@ -59,7 +59,9 @@ class SmartTuner:
         """Run a study in this process until its budget is used or a stop is requested.
 
         Returns ``best_parameters``, ``best_value``, ``best_trial``, ``n_trials``,
-        ``study_name``, ``states`` (trial counts per state) and ``end_reason``.
+        ``study_name``, ``states`` (trial counts per Optuna state), ``outcomes`` (per
+        outcome: a trial stopped on request is PRUNED for Optuna, "stopped_by_user" here)
+        and ``end_reason``.
         Raises :class:`NotReady` when the dataset, storage or MLflow store cannot work.
         """
         require_ready(self.config)
@@ -76,8 +78,7 @@ class SmartTuner:
         storage or MLflow store cannot work; nothing is created then.
         """
         require_ready(self.config)
-        study = create_study(self.config, study_name or default_study_name(self.config),
-                             n_trials)
+        study = create_study(self.config, study_name, n_trials)
         log_file = log_file or self.config.state_dir / "logs" / f"{study.study_name}.out"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "ab") as out:
@@ -106,7 +107,21 @@ class SmartTuner:
         return trials_list(self.study(study_name), limit)
 
     def studies(self) -> list[dict[str, Any]]:
-        return studies_list(self.storage())
+        """Every study, oldest first; none while the storage does not exist (reading
+        creates nothing: see :meth:`storage_exists`)."""
+        return studies_list(self.storage()) if self.storage_exists() else []
+
+    def storage_exists(self) -> bool:
+        """Whether the study storage exists: a SQLite file is created by the first study,
+        not by reading."""
+        return storage_exists(self.config)
+
+    def no_study_yet(self) -> StudyNotFound:
+        """The error of a read that finds no study, saying where it looked."""
+        where = self.config.storage_shown
+        if not self.storage_exists():
+            return StudyNotFound(f"no study yet: {where} does not exist")
+        return StudyNotFound(f"no study yet in {where}")
 
     def storage(self) -> optuna.storages.BaseStorage:
         """The study storage (one per process and setting: it holds a connection pool)."""
@@ -120,23 +135,44 @@ class SmartTuner:
         """The study's learning curves (the latest study by default) as a PNG."""
         return reporting.learning_curves_png(self.study(study_name))
 
+    def anytime_png(self, study_name: str | None = None) -> bytes:
+        """The study's best value against the compute spent (the latest study by default)."""
+        return reporting.anytime_png(self.study(study_name))
+
     def latest_study_name(self) -> str | None:
+        """The name of the newest study, or None while there is none."""
         studies = self.studies()
         return studies[-1]["study_name"] if studies else None
 
     # --- the model registry (MLflow loads on first use: it takes seconds, and most
     # callers never need it) -----------------------------------------------------------
     def models(self) -> list[dict[str, Any]]:
-        """Every registered model version, newest first."""
-        return tracking.list_versions(self.config)
+        """Every registered model version, newest first; none while the registry's store
+        does not exist (see :meth:`registry_exists`)."""
+        return tracking.list_versions(self.config) if self.registry_exists() else []
+
+    def registry_exists(self) -> bool:
+        """Whether the model registry's MLflow store exists: reading a SQLite store that
+        does not would create it (a server's is always there)."""
+        path = sqlite_file(self.config.tracking_uri)
+        return path is None or path.exists()
+
+    def require_registry(self) -> None:
+        """Raise :class:`RegistryError` (one line) while the registry's store does not
+        exist; nothing is created."""
+        if not self.registry_exists():
+            raise RegistryError(f"no model registry yet at {self.config.tracking_uri}: the "
+                                "first study with mlflow.enabled creates it")
 
     def promote(self, version: str) -> dict[str, Any]:
         """Make ``version`` (a number or an alias) the champion; the promoted version's
         info, with ``replaced``: the former champion (None if it already was)."""
+        self.require_registry()
         return tracking.promote(self.config, version)
 
     def export(self, ref: str, out: Path) -> Path:
         """Write version ``ref`` (a number or an alias) to the folder ``out``; ``out``."""
+        self.require_registry()
         return tracking.export(self.config, ref, Path(out))
 
     def best_version(self, study_name: str | None = None) -> str | None:
@@ -168,5 +204,5 @@ class SmartTuner:
         """The study ``name``, or the latest one; :class:`StudyNotFound` if there is none."""
         name = name or self.latest_study_name()
         if name is None:
-            raise StudyNotFound(f"no study yet in {self.config.storage_shown}")
+            raise self.no_study_yet()
         return load_study(self.config, name)

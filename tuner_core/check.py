@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from tuner_core import tracking
 from tuner_core.config.sections import Config
 from tuner_core.errors import NotReady, StorageUnavailable
 from tuner_core.lazy import LazyModule
-from tuner_core.storage.opening import open_storage
+from tuner_core.storage.opening import open_storage, sqlite_file
 
 # torch, which checking a corpus needs, loads with the first check.
 data = LazyModule("train.tacotron2.data")
@@ -30,6 +31,7 @@ def run_checks(config: Config) -> Iterator[Check]:
     by the first study.
     """
     yield "config", True, f"experiment {config.experiment_name}"
+    yield state_folder(config)
     yield _dataset(config)
     yield _storage(config)
     yield _mlflow(config)
@@ -38,12 +40,26 @@ def run_checks(config: Config) -> Iterator[Check]:
 
 
 def require_ready(config: Config) -> None:
-    """Refuse (:class:`NotReady`) a study whose dataset, storage or MLflow store cannot
-    work, before anything of it is created; the first problem found says why."""
-    for check in (_dataset, _storage, _mlflow):
+    """Refuse (:class:`NotReady`) a study whose state folder, dataset, storage or MLflow
+    store cannot work, before anything of it is created; the first problem found says why."""
+    for check in (state_folder, _dataset, _storage, _mlflow):
         name, passed, detail = check(config)
         if not passed:
             raise NotReady(f"{name}: {detail}")
+
+
+def state_folder(config: Config) -> Check:
+    """Whether the state folder is a writable folder, or can be created as one (its
+    nearest existing ancestor is a writable folder); nothing is created."""
+    folder = config.state_dir
+    if folder.exists():
+        if folder.is_dir() and _writable_folder(folder):
+            return "state folder", True, str(folder)
+        return "state folder", False, f"{folder}: not a writable folder"
+    problem = _cannot_create(folder)
+    if problem is not None:
+        return "state folder", False, f"{folder}: {problem}"
+    return "state folder", True, f"{folder} (new: the first study creates it)"
 
 
 def _dataset(config: Config) -> Check:
@@ -85,17 +101,38 @@ def _mlflow(config: Config) -> Check:
 def _new_sqlite_file(url: str) -> tuple[bool, str] | None:
     """(passed, detail) for a SQLite database that does not exist yet, without creating
     it: whether it can be; None for one that exists, or another kind of store."""
-    if not url.startswith("sqlite:///"):
+    path = sqlite_file(url)
+    if path is None or path.exists():
         return None
-    path = Path(url.removeprefix("sqlite:///"))
-    if path.exists():
-        return None
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        return False, f"{url}: cannot be created ({folder} is not a writable folder)"
+    problem = _cannot_create(path)
+    if problem is not None:
+        return False, f"{url}: {problem}"
     return True, f"{url} (new: the first study creates it)"
+
+
+def _cannot_create(path: Path) -> str | None:
+    """Why ``path``, which does not exist, cannot be created; None if it can (its nearest
+    existing ancestor is a writable folder)."""
+    ancestor = path.parent
+    while not ancestor.exists():  # False too below a regular file
+        ancestor = ancestor.parent
+    if ancestor.is_dir() and _writable_folder(ancestor):
+        return None
+    return f"cannot be created ({ancestor} is not a writable folder)"
+
+
+def _writable_folder(folder: Path) -> bool:
+    """Whether files can be made in ``folder``. Permission bits do not stop root, and say
+    nothing of folders such as /proc: for root, a probe folder is made and removed."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    if os.geteuid() != 0:
+        return True
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".smart-tuner-check-", dir=folder))
+    except OSError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""/plot: the learning curves of the latest study, as a photo."""
+"""/plot: the learning curves of the latest study and its best value against the compute
+spent, as two photos."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ async def plot(message: Message, service: TunerService) -> None:
     name, png = found
     await message.answer_photo(BufferedInputFile(png, filename=f"{name}.png"),
                                caption=messages.plot_caption(name))
+    async with ChatActionSender.upload_photo(chat_id=message.chat.id, bot=message.bot):
+        anytime = await service.anytime_of(name)
+    await message.answer_photo(BufferedInputFile(anytime, filename=f"{name}-anytime.png"),
+                               caption=messages.anytime_caption(name))
 
 
 def router() -> Router:

@@ -3,6 +3,7 @@ sample (WAV); the drawing itself is in :mod:`train.tacotron2.figures`."""
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 
 from train.tacotron2 import figures
-from train.tacotron2.audio import griffin_lim, save_wav
+from train.tacotron2.audio import NonFiniteAudio, griffin_lim, save_wav
 from train.tacotron2.data import TextMelCollate, TextMelDataset
 from train.tacotron2.free_running import gate_stops
 from train.tacotron2.hparams import HParams
@@ -22,6 +23,8 @@ from train.tacotron2.text import text_to_sequence
 # about three times a normal speaking pace (LJSpeech and the demo corpus speak 5-6
 # frames per character), so an untrained model costs seconds, not max_decoder_steps.
 MAX_FRAMES_PER_TOKEN = 18
+
+log = logging.getLogger(__name__)
 
 
 class Speech(NamedTuple):
@@ -59,7 +62,8 @@ def render(model: Tacotron2, hp: HParams, validation: TextMelDataset, folder: Pa
     """The plots of the first validation utterance (teacher-forced) and a spoken sample.
 
     Files are named by ``epoch``; titles name the run, the utterance and the step. Returns
-    the written files by kind (``alignment_plot``, ``mel_plot``, ``audio``).
+    the written files by kind (``alignment_plot``, ``mel_plot``, ``audio``). A model whose
+    spoken output is not finite (a diverged one) gets no ``audio``, and one warning line.
     """
     utterance = validation.utterances[0]
     device = next(model.parameters()).device
@@ -71,11 +75,15 @@ def render(model: Tacotron2, hp: HParams, validation: TextMelDataset, folder: Pa
     alignment = alignments[0, : -(-frames // hp.n_frames_per_step)].float().cpu().numpy()
     title = f"{run_name}, {utterance.audio_path.stem}: epoch {epoch}, step {step}"
     figures.save_alignment_matrix(alignment, folder / f"alignment_e{epoch:04d}.npy")
-    return {
+    paths = {
         "alignment_plot": figures.plot_alignment(alignment, folder / f"alignment_e{epoch:04d}.png",
                                                  title),
         "mel_plot": figures.plot_mels(batch.mel_padded[0, :, :frames].float().cpu().numpy(),
                                       mel_postnet[0, :, :frames].float().cpu().numpy(),
                                       folder / f"mel_e{epoch:04d}.png", title),
-        "audio": write_audio_sample(model, hp, folder / f"sample_e{epoch:04d}.wav"),
     }
+    try:
+        paths["audio"] = write_audio_sample(model, hp, folder / f"sample_e{epoch:04d}.wav")
+    except NonFiniteAudio as error:
+        log.warning("no audio sample of epoch %d: %s", epoch, error)
+    return paths

@@ -31,6 +31,11 @@ class AudioError(ValueError):
     """An audio file that cannot be used; the message names the file."""
 
 
+class NonFiniteAudio(ValueError):
+    """A spectrogram (or the waveform made of it) holding NaN/inf or values too large to
+    exponentiate: what a diverged model predicts. No audio can be made of it."""
+
+
 def read_header(path: Path, sampling_rate: int) -> int:
     """The number of samples of a mono audio file, from its header: no sample is decoded.
 
@@ -104,18 +109,41 @@ class MelSpectrogram(torch.nn.Module):
 
 
 def griffin_lim(log_mel: np.ndarray | torch.Tensor, hp: HParams, n_iter: int) -> np.ndarray:
-    """A waveform (float32, peak 0.95) whose log-mel approximates ``log_mel`` (n_mel, frames)."""
+    """A waveform (float32, peak 0.95) whose log-mel approximates ``log_mel`` (n_mel, frames).
+
+    Raises :class:`NonFiniteAudio` (one line) when ``log_mel`` or the waveform made of it is
+    not finite, as a diverged model's prediction is, instead of librosa's traceback.
+    """
     if isinstance(log_mel, torch.Tensor):
         log_mel = log_mel.detach().float().cpu().numpy()
-    mel = np.exp(log_mel)
-    # Non-negative least squares against the same Slaney basis the features were made with.
-    magnitude = librosa.feature.inverse.mel_to_stft(
-        mel, sr=hp.sampling_rate, n_fft=hp.filter_length, power=1.0,
-        fmin=hp.mel_fmin, fmax=hp.mel_fmax)
-    wav = librosa.griffinlim(magnitude, n_iter=n_iter, hop_length=hp.hop_length,
-                             win_length=hp.win_length, n_fft=hp.filter_length, window="hann",
-                             center=True, pad_mode="reflect", random_state=0)
+    # Overflows are expected of such a mel and said once below, not warned of by numpy.
+    with np.errstate(all="ignore"):
+        mel = np.exp(log_mel)
+        if not np.isfinite(mel).all():
+            raise NonFiniteAudio(_not_finite(log_mel))
+        # Non-negative least squares against the same Slaney basis the features were made with.
+        magnitude = librosa.feature.inverse.mel_to_stft(
+            mel, sr=hp.sampling_rate, n_fft=hp.filter_length, power=1.0,
+            fmin=hp.mel_fmin, fmax=hp.mel_fmax)
+        if not np.isfinite(magnitude).all():
+            raise NonFiniteAudio(_not_finite(log_mel))
+        try:
+            wav = librosa.griffinlim(magnitude, n_iter=n_iter, hop_length=hp.hop_length,
+                                     win_length=hp.win_length, n_fft=hp.filter_length,
+                                     window="hann", center=True, pad_mode="reflect",
+                                     random_state=0)
+        except librosa.ParameterError as error:  # "Audio buffer is not finite everywhere"
+            raise NonFiniteAudio(_not_finite(log_mel)) from error
+    if not np.isfinite(wav).all():
+        raise NonFiniteAudio(_not_finite(log_mel))
     peak = float(np.abs(wav).max())
     if peak > 0:
         wav = wav * (0.95 / peak)
     return wav.astype(np.float32)
+
+
+def _not_finite(log_mel: np.ndarray) -> str:
+    finite = log_mel[np.isfinite(log_mel)]
+    largest = f"; its largest finite value is {finite.max():.4g}" if finite.size else ""
+    return (f"the predicted mel spectrogram is not finite or too large for audio "
+            f"({np.size(log_mel) - finite.size} NaN/inf values{largest})")

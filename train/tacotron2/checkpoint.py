@@ -3,6 +3,12 @@
 A checkpoint holds everything needed to continue a run exactly: model,
 optimizer and scheduler states, the step/epoch position, the best validation
 loss so far, the hyperparameters, and the random-number-generator states.
+
+Every checkpoint is read by :func:`read_checkpoint_file`, torch's weights-only loader: it
+rebuilds tensors and plain Python data (dicts, lists, tuples, numbers, strings, None) and,
+of everything else, only the few types in :data:`SAFE_GLOBALS`. A crafted file whose
+pickle would call a function (``os.system``, ``eval``, ...) is refused before anything of
+it runs, naming the file.
 """
 
 from __future__ import annotations
@@ -10,8 +16,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pickle
 import random
+import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +76,56 @@ def _why(error: BaseException, path: Path) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
+# The types beyond tensors and plain data that the weights-only loader may rebuild: the
+# numpy random state of rng_states(), a uint32 array (numpy 1.x pickled its rebuilding
+# function under numpy.core; a dtype's state is set on its class, UInt32DType).
+# NVIDIA/tacotron2's checkpoints (state_dict, optimizer, learning_rate, iteration) need
+# nothing beyond the defaults (OrderedDict included).
+_reconstruct = np._core.multiarray._reconstruct
+SAFE_GLOBALS: list[Any] = [_reconstruct, (_reconstruct, "numpy.core.multiarray._reconstruct"),
+                           np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def read_checkpoint_file(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """What ``path`` holds, read without running any code from it (see the module's doc).
+
+    Raises :class:`CheckpointError`, one line naming the file, for a file that is
+    unreadable, damaged, or holds anything but tensors, plain data and
+    :data:`SAFE_GLOBALS`.
+    """
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS), warnings.catch_warnings():
+            # A plain pickle (no torch.save zip) makes torch warn of its protocol, in 2 lines.
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint: {_refusal(exc)}") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({_first_line(exc)})") from exc
+
+
+def _refusal(error: pickle.UnpicklingError) -> str:
+    """Why the weights-only loader refused a file, in one line (torch's says it in ten)."""
+    text = str(error)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"refused, it holds {found.group(1)}, not weights or plain data (loading it "
+                f"could run code; only load checkpoints of known origin)")
+    lines = [line.strip() for line in text.splitlines()[1:]
+             if line.strip() and not line.startswith(("Check the documentation", "Please file"))]
+    return f"refused by the weights-only loader ({' '.join(lines) or _first_line(error)})"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`."""
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        # Our checkpoints hold numpy/python RNG states, which the safe loader refuses.
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from exc
+    state = read_checkpoint_file(path, map_location)
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(

@@ -39,6 +39,18 @@ class DataError(ValueError):
     """A corpus that cannot be read; the message names the file (and line)."""
 
 
+class CacheWriteError(OSError):
+    """A mel that cannot be cached (a full disk, a read-only folder); names the file.
+
+    ``str()`` is one line: ``cannot write the mel cache file PATH: No space left on device``.
+    """
+
+    def __str__(self) -> str:
+        if self.filename is None:  # rebuilt from its message (e.g. by a DataLoader worker)
+            return super().__str__()
+        return f"cannot write the mel cache file {self.filename}: {self.strerror}"
+
+
 @dataclass(frozen=True, order=True)
 class Utterance:
     audio_path: Path
@@ -191,7 +203,11 @@ class TextMelDataset(Dataset):
             return torch.from_numpy(np.load(cached))
         mel = self._compute_mel(audio_path)
         if cached is not None:
-            _save_npy_atomically(cached, mel.numpy())
+            try:
+                _save_npy_atomically(cached, mel.numpy())
+            except OSError as error:
+                raise CacheWriteError(error.errno, error.strerror or str(error),
+                                      str(cached)) from error
         return mel
 
     def _compute_mel(self, audio_path: Path) -> torch.Tensor:

@@ -33,8 +33,10 @@ seconds). The kinds and their fields:
     ``best_val_loss``, ``best_checkpoint``, ``last_checkpoint``, ``reason`` (text),
     ``seconds``.
 
-Exit codes: 0 for ``done`` and ``stopped``, :data:`EXIT_DIVERGED` for ``diverged``,
-2 for bad arguments or hyperparameters, 1 for any other error (no ``end`` event).
+Exit codes: 0 for ``done`` and ``stopped``, :data:`EXIT_DIVERGED` for ``diverged`` (a
+NaN/inf loss, or one past ``max_loss_growth`` times the first step's), 2 for bad arguments
+or hyperparameters, 1 for any other error (no ``end`` event; the last line on stderr is
+``error: MESSAGE``, naming the file for a file that could not be read or written).
 """
 
 from __future__ import annotations

@@ -103,6 +103,11 @@ class HParams:
                                        "as a share of the text and of the decoder steps")
     guided_attention_fade_steps: int = _p(0, lo=0, doc="steps over which its weight fades "
                                           "linearly to 0; 0 = it never fades")
+    max_loss_growth: float = _p(100.0, lo=0.0, doc="the run ends diverged (exit 3) when a "
+                                "training step's or a validation's loss (mel + gate) exceeds "
+                                "this many times the run's first training step's (an "
+                                "untrained model's, or the warm start's); 0 = only a NaN/inf "
+                                "loss ends it")
 
     # --- Learning-rate schedule (see train.tacotron2.schedules) -------------------
     lr_schedule: str = _p("constant", doc="one of train.tacotron2.schedules.SCHEDULES")

@@ -7,8 +7,10 @@ event lines of :mod:`train.tacotron2.events` (stdout) and a human log (stderr an
 - ``done``: all epochs trained;
 - ``stopped``: SIGTERM/SIGINT arrived; the current step finishes, ``last.pt`` is
   saved and the process exits 0 within seconds;
-- ``diverged``: a loss became NaN/inf; the run ends with exit code
-  :data:`train.tacotron2.events.EXIT_DIVERGED` and ``best.pt`` is left as it was.
+- ``diverged``: a loss became NaN/inf, or grew past ``max_loss_growth`` times the run's
+  first training step's loss (a finite blow-up, e.g. of a far too high learning rate);
+  the run ends with exit code :data:`train.tacotron2.events.EXIT_DIVERGED` and ``best.pt``
+  is left as it was.
 
 Resuming (``resume=CKPT``) restores model, optimizer, scheduler, RNG states and
 the position, and continues at the batch after the last one trained (an epoch's
@@ -56,7 +58,8 @@ log = logging.getLogger("train")
 
 
 class Diverged(Exception):
-    """A non-finite loss; the message says which and where."""
+    """A non-finite loss, or one grown past ``max_loss_growth``; the message says which,
+    its value and where."""
 
 
 @dataclass
@@ -126,6 +129,8 @@ class Trainer:
         self.seconds = 0.0
         self._train_losses: list[float] = []
         self._grad_norms: list[float] = []
+        # The loss (mel + gate) of the run's first training step: max_loss_growth's yardstick.
+        self.first_loss: float | None = None
 
     # --- public ------------------------------------------------------------------
     def run(self) -> int:
@@ -193,6 +198,9 @@ class Trainer:
         if not math.isfinite(terms.total.item()):
             raise Diverged(f"train loss is {terms.total.item()} at step {self.step + 1}")
         loss = terms.mel_and_gate.item()
+        if self.first_loss is None:
+            self.first_loss = loss
+        self._check_growth("train loss", loss, f"step {self.step + 1}")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms.total).backward()
         self.scaler.unscale_(self.optimizer)
@@ -206,6 +214,13 @@ class Trainer:
         if math.isfinite(grad_norm):  # AMP overflow steps are skipped, not diverged
             self._grad_norms.append(grad_norm)
         log.debug("step %d loss %.4f grad_norm %.3f", self.step, loss, grad_norm)
+
+    def _check_growth(self, what: str, loss: float, where: str) -> None:
+        """Raise :class:`Diverged` when ``loss`` is past ``max_loss_growth`` times the first."""
+        limit = self.hp.max_loss_growth
+        if limit and self.first_loss and self.first_loss > 0 and loss > limit * self.first_loss:
+            raise Diverged(f"{what} is {loss:.4g} at {where}, over {limit:g} times the first "
+                           f"step's {self.first_loss:.4g} (max_loss_growth)")
 
     @torch.no_grad()
     def _validate(self) -> Validation:
@@ -239,6 +254,7 @@ class Trainer:
         result = self._validate()
         if not math.isfinite(result.loss):
             raise Diverged(f"validation loss is {result.loss} at epoch {epoch}")
+        self._check_growth("validation loss", result.loss, f"epoch {epoch}, step {self.step}")
         self.scheduler.on_validation(result.loss)
         self.seconds = time.perf_counter() - started
         train_loss = float(np.mean(self._train_losses)) if self._train_losses else math.nan
@@ -292,6 +308,7 @@ class Trainer:
             "train_losses": self._train_losses,
             "grad_norms": self._grad_norms,
             "best_val_loss": self.best_val_loss,
+            "first_loss": self.first_loss,
             "val_loss": val_loss,
             # What the model scored when saved: synthesize reports it beside what it says.
             "validation": dataclasses.asdict(validation) if validation is not None else None,
@@ -320,6 +337,8 @@ class Trainer:
         self._train_losses[:] = state.get("train_losses", [])
         self._grad_norms[:] = state.get("grad_norms", [])
         self.best_val_loss = state["best_val_loss"]
+        # Checkpoints from before it was kept measure growth from the first step resumed.
+        self.first_loss = state.get("first_loss")
         restore_rng_states(state["rng"])
         if source != self.resume and (
                 self.resume.resolve() == self._checkpoint_path("last").resolve()):

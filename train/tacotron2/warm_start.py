@@ -10,6 +10,10 @@ formats are read:
 Layers named in ``ignore_layers`` keep the model's fresh initialisation, as NVIDIA's
 ``ignore_layers`` hyperparameter (``embedding.weight`` by default there): the way to
 start from a model whose symbol table differs.
+
+Either is read with torch's weights-only loader
+(:func:`train.tacotron2.checkpoint.read_checkpoint_file`): a file that would run code when
+unpickled is refused.
 """
 
 from __future__ import annotations
@@ -19,10 +23,9 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
-from train.tacotron2.checkpoint import CheckpointError
+from train.tacotron2.checkpoint import CheckpointError, read_checkpoint_file
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +78,7 @@ def read_weights(path: Path) -> dict[str, Tensor]:
     """The weights stored in ``path``, in this project's names, from either format."""
     if not path.is_file():
         raise CheckpointError(f"{path}: warm-start checkpoint not found")
-    try:
-        # Our checkpoints hold numpy RNG states, which the safe loader refuses; a
-        # warm-start checkpoint is trusted as one's own.
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from exc
+    state = read_checkpoint_file(path)  # weights and plain data only: no code from the file
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         return dict(state["model"])
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

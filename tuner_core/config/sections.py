@@ -119,6 +119,19 @@ class TrainerConfig(_Section):
     # this project's or NVIDIA's; ignore_layers keep their fresh initialisation.
     warm_start: AbsolutePath | None = None
     ignore_layers: list[str] = Field(default_factory=list)
+    # A recorded learning-curve table (bench/record_curves.py): each trial replays the
+    # nearest recorded run (python -m train.replay) instead of training. For benchmarks
+    # and tests of the tuner itself; see train/replay.py for what a replay cannot do.
+    replay: AbsolutePath | None = None
+
+    @field_validator("replay")
+    @classmethod
+    def _replay_draws_nothing(cls, table: Path | None, info: ValidationInfo) -> Path | None:
+        artifacts = (info.data.get("hparams") or {}).get("artifacts", HParams().artifacts)
+        if table is not None and artifacts != "none":
+            raise ValueError("a replayed run has no model to draw plots or audio from; "
+                             "set trainer.hparams.artifacts: none")
+        return table
 
     @field_validator("ignore_layers")
     @classmethod
@@ -166,6 +179,14 @@ class AdaptationConfig(_Section):
     weight_decay_factor: float = Field(10.0, ge=1)
 
 
+class ConfirmConfig(_Section):
+    """Once the budget is spent, the top_k configurations train again with ``seeds`` more
+    training seeds each, and the champion is the one with the best mean."""
+
+    top_k: int = Field(2, ge=1)
+    seeds: int = Field(2, ge=1)
+
+
 class OptimizationConfig(_Section):
     # Checks across fields are field validators that read the fields declared before them
     # (info.data): unlike a model validator, they run when another field is invalid too,
@@ -185,6 +206,7 @@ class OptimizationConfig(_Section):
     heartbeat_interval_s: int = Field(60, ge=1)
     heartbeat_grace_s: int | None = Field(None, ge=1)
     max_retries: int = Field(1, ge=0)
+    confirm: ConfirmConfig | None = None  # None: the champion is the best single trial
 
     @field_validator("direction")
     @classmethod

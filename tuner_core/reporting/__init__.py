@@ -17,6 +17,7 @@ from tuner_core.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "best_trial": ".summary",
+    "confirmation_line": ".summary",
     "result_summary": ".summary",
     "studies_list": ".summary",
     "study_status": ".summary",
@@ -27,6 +28,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "collect": ".events",
     "finished_studies_backlog": ".events",
     "study_started_id": ".events",
+    "anytime_png": ".plots",
     "learning_curves_png": ".plots",
     "write_report": ".report",
     "closing_note": ".next_steps",

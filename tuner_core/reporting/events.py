@@ -34,10 +34,12 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner_core.reporting.summary import outcome_counts
 from tuner_core.rules.search_space import SEARCH_RANGE_TYPES, describe
 from tuner_core.storage.attributes import (
     BUDGET_ATTR,
     CONFIG_ATTR,
+    CONFIRMS_ATTR,
     CREATED_ATTR,
     END_REASON_ATTR,
     FINISHED_ATTR,
@@ -197,6 +199,7 @@ def _trial_finished(study: str, trial: FrozenTrial, new_best: bool,
         "reason": attrs.get("reason"),
         "recommendation": attrs.get("recommendation"),
         "stop_epoch": attrs.get("stop_epoch"),
+        "confirms": attrs.get(CONFIRMS_ATTR),
         "exit_code": attrs.get("exit_code"),
         "log_tail": log_tail[-LOG_TAIL_CHARS:],
     })
@@ -219,7 +222,9 @@ def _study_finished(study: str, attrs: dict[str, Any], trials: list[FrozenTrial]
     created, finished = attrs.get(CREATED_ATTR), attrs[FINISHED_ATTR]
     return Notification(f"study:{study}:finished", Kind.TRAINING_COMPLETE, study, {
         "end_reason": attrs.get(END_REASON_ATTR),
-        "counts": counts,
+        "counts": counts,  # by Optuna's state
+        # By outcome, what the chat reads: a stopped trial is PRUNED, but "stopped".
+        "outcomes": outcome_counts(trials),
         "elapsed_s": finished - created if created else None,
         "best_trial": best.number if best else None,
         "best_value": best.value if best else None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import threading
 import warnings
 from collections.abc import Iterator
@@ -210,6 +211,46 @@ def optimization_history_png(study: optuna.Study) -> bytes:
         if not ax.has_data():
             _say_empty(ax, "no trial has completed yet")
         return _optuna_png(ax, "Optimization history", study.study_name)
+
+
+def anytime_png(study: optuna.Study) -> bytes:
+    """The study's best value against the compute it has spent (anytime performance).
+
+    Compute is counted in validations (epochs, by default) of every ended trial, in the
+    order they ended: a pruned trial costs its few epochs, a full one all of them. Each
+    completed trial is a dot, each pruned or stopped one a mark on the axis of compute.
+    """
+    fig, ax = _figure("Best value against compute spent", study.study_name)
+    ax.set_xlabel("validations spent by the trials so far (epochs, by default)")
+    ax.set_ylabel(_objective_label(study))
+    ended = sorted((t for t in study.get_trials(deepcopy=False)
+                    if t.datetime_complete is not None),
+                   key=lambda t: t.datetime_complete)
+    minimize = study.direction is optuna.study.StudyDirection.MINIMIZE
+    spent, best, steps, bests, dots, marks = 0, None, [0], [math.nan], [], []
+    for trial in ended:
+        spent += len(trial.intermediate_values)
+        if trial.state is TrialState.COMPLETE and math.isfinite(trial.value):
+            dots.append((spent, trial.value))
+            if best is None or (trial.value < best if minimize else trial.value > best):
+                best = trial.value
+        else:
+            marks.append(spent)
+        steps.append(spent)
+        bests.append(math.nan if best is None else best)
+    if not dots:
+        _say_empty(ax, "no trial has completed yet")
+        return _png(fig)
+    ax.step(steps, bests, where="post", color=BEST_COLOR, linewidth=2, label="best so far")
+    ax.scatter(*zip(*dots, strict=True), color="steelblue", zorder=3, s=18,
+               label=f"completed trial ({len(dots)})")
+    if marks:
+        ax.plot(marks, [0] * len(marks), "|", color="dimgrey", markersize=12,
+                transform=ax.get_xaxis_transform(), clip_on=False,
+                label=f"pruned, stopped or failed ({len(marks)})")
+    _legend(fig, *ax.get_legend_handles_labels())
+    ax.grid(alpha=0.3)
+    return _png(fig)
 
 
 def importances_unavailable(study: optuna.Study) -> str | None:

@@ -2,10 +2,12 @@
 
 ``python -m tuner_core report --study NAME --out DIR`` writes, from the storage alone:
 
-* ``learning_curves.png``, ``optimization_history.png``, and when there is something to
+* ``learning_curves.png``, ``optimization_history.png``, ``anytime.png`` (the best value
+  against the compute spent), and when there is something to
   show ``param_importances.png`` (else ``report.md`` says why not) and
   ``best_alignment.png`` (:mod:`tuner_core.reporting.plots`);
-* ``report.md``: the study's state, best value and parameters, trials by state and by
+* ``report.md``: the study's state, best value (and whether the champion is confirmed
+  over training seeds) and parameters, trials by state and by
   outcome, why each trial stopped, adaptations, anomalies, time spent, and the figures.
 """
 
@@ -21,7 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from tuner_core.reporting import plots
-from tuner_core.reporting.summary import best_trial, study_status
+from tuner_core.reporting.summary import best_trial, confirmation_line, study_status
 from tuner_core.storage.attributes import CONFIG_ATTR, CREATED_ATTR, FINISHED_ATTR
 
 
@@ -41,6 +43,7 @@ def _write_figures(study: optuna.Study, out_dir: Path) -> dict[str, str]:
         "Learning curves": ("learning_curves.png", plots.learning_curves_png(study)),
         "Optimization history": ("optimization_history.png",
                                  plots.optimization_history_png(study)),
+        "Best value against compute spent": ("anytime.png", plots.anytime_png(study)),
         "Parameter importances": ("param_importances.png", plots.param_importances_png(study)),
         "Alignment of the best trial": (
             "best_alignment.png",
@@ -136,7 +139,8 @@ def _overview(study: optuna.Study, trials: Sequence[FrozenTrial]) -> list[str]:
             f"- State: {state}",
             f"- Objective: {metric}, {status['direction']}",
             f"- Trials: {len(trials)} of a budget of {status['n_trials'] or 'unknown'}",
-            f"- Best value: {best_value}", "",
+            f"- Best value: {best_value}",
+            *([f"- Champion: {confirmation_line(best['confirmation'])}"] if best else []), "",
             "## Best parameters", "",
             *_table(["parameter", "value"], best["params"].items() if best else [],
                     "No trial has completed yet.")]

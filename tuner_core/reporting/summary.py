@@ -8,19 +8,58 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import optuna
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner_core.storage.attributes import (
     BUDGET_ATTR,
+    CONFIRMS_ATTR,
     CREATED_ATTR,
     END_REASON_ATTR,
     FINISHED_ATTR,
     STOP_ATTR,
+    Outcome,
 )
+from tuner_core.storage.confirmations import confirmed_best
 from tuner_core.study.life import trials_left
+
+# What a trial came to, in the words people read (the CLI's; the bot words its own), in
+# the order they are listed: a trial that has ended by its ``outcome``, one that has not
+# by its state. A stopped trial is PRUNED for Optuna, but it was not judged: it is
+# "stopped", never "pruned".
+OUTCOME_WORDS = {"running": "running", "waiting": "waiting", Outcome.COMPLETED: "complete",
+                 Outcome.EARLY_STOPPED: "stopped early", Outcome.PRUNED: "pruned",
+                 Outcome.STOPPED_BY_USER: "stopped", Outcome.FAILED: "failed"}
+_ENDED_WITHOUT_OUTCOME = {TrialState.COMPLETE: Outcome.COMPLETED,
+                          TrialState.PRUNED: Outcome.PRUNED, TrialState.FAIL: Outcome.FAILED}
+
+
+def trial_outcome(trial: FrozenTrial) -> str:
+    """A key of :data:`OUTCOME_WORDS`: the ``outcome`` of a trial that has ended (one
+    without, as a trial failed for a lost worker, by its state), else ``running`` or
+    ``waiting`` (a queued trial may carry another's attributes: a retry, its original's)."""
+    if not trial.state.is_finished():
+        return trial.state.name.lower()
+    outcome = trial.user_attrs.get("outcome")
+    return outcome if outcome in OUTCOME_WORDS else _ENDED_WITHOUT_OUTCOME[trial.state]
+
+
+def outcome_counts(trials: Iterable[FrozenTrial]) -> dict[str, int]:
+    """How many trials came to each outcome (:func:`trial_outcome`), in the order of
+    :data:`OUTCOME_WORDS`; an outcome no trial came to is left out."""
+    counted = Counter(trial_outcome(trial) for trial in trials)
+    return {outcome: counted[outcome] for outcome in OUTCOME_WORDS if counted[outcome]}
+
+
+def outcomes_in_words(outcomes: dict[str, int]) -> str:
+    """``complete 2, stopped 1``: counts by outcome as the CLI shows them."""
+    return ", ".join(f"{OUTCOME_WORDS.get(key, key)} {count}"
+                     for key, count in outcomes.items() if count) or "none"
 
 
 def study_state(study: optuna.Study) -> str:
@@ -45,6 +84,7 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "number": trial.number,
         "state": trial.state.name,
         "outcome": attrs.get("outcome"),
+        "confirms": attrs.get(CONFIRMS_ATTR),  # the trial it trains again with another seed
         "value": trial.value,
         "params": trial.params,
         "criterion": attrs.get("criterion"),
@@ -62,15 +102,26 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def best_trial(study: optuna.Study) -> dict[str, Any] | None:
-    """The best completed trial, or None while there is none."""
+    """The study's champion, or None while no trial has completed.
+
+    Once its confirmation over training seeds has ended (``optimization.confirm``), the
+    trial of the configuration with the best mean, with ``confirmation``: ``mean``, ``std``,
+    ``seeds``, ``trials``; until then, and without confirmation, the best completed trial,
+    with ``confirmation`` None.
+    """
+    trials = study.get_trials(deepcopy=False)
+    confirmed = confirmed_best(trials, study.direction is StudyDirection.MINIMIZE)
+    if confirmed is not None:
+        return trial_row(trials[confirmed.trial]) | {"confirmation": confirmed.as_dict()}
     try:
-        return trial_row(study.best_trial)
+        return trial_row(study.best_trial) | {"confirmation": None}
     except ValueError:
         return None
 
 
 def study_status(study: optuna.Study) -> dict[str, Any]:
-    """Counts by state, the best value, running trials and a time estimate."""
+    """Counts by state (``counts``, Optuna's) and by outcome (``outcomes``, what people
+    read: see :func:`outcome_counts`), the best value, running trials and a time estimate."""
     trials = study.get_trials(deepcopy=False)
     counts = {state.name: 0 for state in TrialState}
     for trial in trials:
@@ -89,6 +140,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "direction": study.direction.name.lower(),
         "n_trials": attrs.get(BUDGET_ATTR),
         "counts": counts,
+        "outcomes": outcome_counts(trials),
         "best_value": best["value"] if best else None,
         "best_trial": best["number"] if best else None,
         "running": running,
@@ -107,8 +159,18 @@ def trials_list(study: optuna.Study, limit: int | None = None) -> list[dict[str,
     return [trial_row(t) for t in trials]
 
 
+def confirmation_line(confirmation: dict[str, Any] | None) -> str:
+    """Whether a champion (``best_trial``) is confirmed over seeds, in words."""
+    if confirmation is None:
+        return "not confirmed: one training seed (optimization.confirm trains it again)"
+    trials = ", ".join(str(number) for number in confirmation["trials"])
+    return (f"confirmed over {confirmation['seeds']} training seeds: mean "
+            f"{confirmation['mean']:.4f} ± {confirmation['std']:.4f} (trials {trials})")
+
+
 def result_summary(study: optuna.Study) -> dict[str, Any]:
-    """What ``SmartTuner.run_optimization`` returns."""
+    """What ``SmartTuner.run_optimization`` returns: ``states`` counts the trials by
+    Optuna's state, ``outcomes`` by outcome (a stopped trial is PRUNED, but "stopped")."""
     status = study_status(study)
     best = best_trial(study)
     return {
@@ -116,8 +178,10 @@ def result_summary(study: optuna.Study) -> dict[str, Any]:
         "best_parameters": best["params"] if best else {},
         "best_value": best["value"] if best else None,
         "best_trial": best["number"] if best else None,
+        "confirmation": best["confirmation"] if best else None,
         "n_trials": sum(status["counts"].values()),
         "states": {k: v for k, v in status["counts"].items() if v},
+        "outcomes": status["outcomes"],
         "end_reason": status["end_reason"],
     }
 

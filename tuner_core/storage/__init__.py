@@ -5,6 +5,7 @@ Rooms: :mod:`~tuner_core.storage.attributes` (every name kept on studies and tri
 :mod:`~tuner_core.storage.opening` (the storage of a config, one per process),
 :mod:`~tuner_core.storage.budget_lock` (taking a trial from the budget, across machines),
 :mod:`~tuner_core.storage.retries` (which trial retries which, after a worker died),
+:mod:`~tuner_core.storage.confirmations` (which trials confirm a champion over seeds),
 :mod:`~tuner_core.storage.records` (completing a finished trial's record),
 :mod:`~tuner_core.storage.file_lock` (a lock across the processes of one machine).
 
@@ -16,6 +17,9 @@ from tuner_core.lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "BUDGET_ATTR": ".attributes",
     "CONFIG_ATTR": ".attributes",
+    "CONFIRMATION_ATTR": ".attributes",
+    "CONFIRMS_ATTR": ".attributes",
+    "TRAINING_SEED_ATTR": ".attributes",
     "CREATED_ATTR": ".attributes",
     "END_REASON_ATTR": ".attributes",
     "FINISHED_ATTR": ".attributes",
@@ -32,5 +36,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "retried_from": ".retries",
     "retried_numbers": ".retries",
     "amend_user_attrs": ".records",
+    "confirmation_groups": ".confirmations",
+    "confirmed_best": ".confirmations",
     "StorageUnavailable": "tuner_core.errors",
 })

@@ -12,6 +12,7 @@ A study's user attributes:
 ``config``          the search space, fixed hyperparameters and objective it runs with
 ``stop_requested``  ``{"at": time, "by": who}``, set by a stop request
 ``finished_at``     set by the last worker to leave, with ``end_reason``
+``confirmation``    the trials whose configurations were sent to confirmation (a list)
 ``mlflow_parent_run_id``  its parent run in MLflow (when tracking is on)
 ==================  =========================================================================
 
@@ -19,7 +20,9 @@ A trial's user attributes: ``outcome`` (an :class:`Outcome`), ``criterion``, ``r
 ``recommendation``, ``stop_epoch``, ``adaptations``, ``run_dir``, ``worker``,
 ``best_checkpoint``, ``last_metrics`` and ``history`` (the :data:`HISTORY_METRICS` of each
 validation), ``anomalies``, ``seconds``, ``epochs_trained``; for failures ``exit_code`` and
-``log_tail``; ``mlflow_run_id`` and ``registered_version`` when tracking is on.
+``log_tail``; ``mlflow_run_id`` and ``registered_version`` when tracking is on. A
+confirmation trial also has ``confirms`` (the number of the trial it trains again) and
+``training_seed`` (the ``seed`` hyperparameter it trains with).
 """
 
 from __future__ import annotations
@@ -34,10 +37,13 @@ STOP_ATTR = "stop_requested"
 FINISHED_ATTR = "finished_at"
 END_REASON_ATTR = "end_reason"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
+CONFIRMATION_ATTR = "confirmation"
 
 # A trial's, beside the outcome attributes the runner writes.
 TRIAL_RUN_ATTR = "mlflow_run_id"
 VERSION_ATTR = "registered_version"
+CONFIRMS_ATTR = "confirms"
+TRAINING_SEED_ATTR = "training_seed"
 
 # The validation-event fields kept per epoch on the trial ("history", "last_metrics").
 HISTORY_METRICS = ("epoch", "step", "train_loss", "val_loss", "val_mel_loss", "val_gate_loss",

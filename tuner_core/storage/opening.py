@@ -3,7 +3,8 @@ of trials whose worker died.
 
 SQLite (one machine; the default, in the state folder) or PostgreSQL (several machines).
 A storage that cannot be opened raises :class:`~tuner_core.errors.StorageUnavailable`,
-one line naming it and why.
+one line naming it and why. Opening a SQLite storage creates its file: a reader asks
+:func:`storage_exists` first.
 """
 
 from __future__ import annotations
@@ -44,6 +45,22 @@ def open_storage(config: Config) -> optuna.storages.RDBStorage:
         return _storages[key]
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL (Optuna's storage or MLflow's store); None for
+    another kind of database, or one in memory."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    return None if path.name == ":memory:" else path
+
+
+def storage_exists(config: Config) -> bool:
+    """Whether the study storage is there to be read without creating it: False only for a
+    SQLite file that does not exist yet (opening it would create it, tables and all)."""
+    path = sqlite_file(config.storage_url)
+    return path is None or path.exists()
+
+
 def _new_storage(config: Config) -> optuna.storages.RDBStorage:
     url = config.storage_url
     if url.startswith("sqlite:///"):
@@ -77,8 +94,8 @@ def _first_use_lock(url: str) -> contextlib.AbstractContextManager[None]:
     """Held while a storage is opened: the first use of a SQLite database creates its
     tables, and two processes doing it at once would both try (as MLflow's store, see
     tuner_core.tracking.store). A PostgreSQL database is created by its administrator."""
-    if not url.startswith("sqlite:///"):
+    path = sqlite_file(url)
+    if path is None:
         return contextlib.nullcontext()
-    path = Path(url.removeprefix("sqlite:///"))
     path.parent.mkdir(parents=True, exist_ok=True)
     return file_lock(path.with_name(f"{path.name}.init.lock"))

@@ -5,7 +5,8 @@ Rooms: :mod:`~tuner_core.study.life` (create, load, stop, budget, finish),
 :mod:`~tuner_core.study.sampler` and :mod:`~tuner_core.study.pruner` (Optuna's, as the
 config names them), :mod:`~tuner_core.study.worker` (the composition root: runner,
 tracking, registry, retention), :mod:`~tuner_core.study.retention` (which checkpoints
-stay), :mod:`~tuner_core.study.deletion` (a study and all it left behind).
+stay), :mod:`~tuner_core.study.deletion` (a study and all it left behind),
+:mod:`~tuner_core.study.confirmation` (the champions trained again with other seeds).
 
 May import: :mod:`tuner_core.tracking` (loaded only where MLflow is enabled),
 :mod:`tuner_core.trial`, :mod:`tuner_core.storage`, :mod:`tuner_core.config`,
@@ -22,6 +23,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "stop_requested": ".life",
     "trials_left": ".life",
     "make_pruner": ".pruner",
+    "enqueue_confirmations": ".confirmation",
     "TrialSeeded": ".sampler",
     "make_sampler": ".sampler",
     "run_worker": ".worker",

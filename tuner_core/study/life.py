@@ -6,8 +6,11 @@ The names it keeps on the study are in :mod:`tuner_core.storage.attributes`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import secrets
 import time
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -22,7 +25,7 @@ from tuner_core.storage.attributes import (
     FINISHED_ATTR,
     STOP_ATTR,
 )
-from tuner_core.storage.opening import open_storage
+from tuner_core.storage.opening import open_storage, storage_exists
 from tuner_core.storage.retries import retried_numbers
 from tuner_core.study.pruner import make_pruner
 from tuner_core.study.sampler import make_sampler
@@ -33,17 +36,30 @@ ACTIVE_STATES = (TrialState.RUNNING, TrialState.WAITING)
 
 
 def default_study_name(config: Config) -> str:
-    return f"{config.experiment_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """``EXPERIMENT-YYYYmmdd-HHMMSS-mmm-xxxx``: the time to the millisecond and a random
+    suffix, so that two studies started in the same instant have names of their own."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return f"{config.experiment_name}-{stamp}-{int(now % 1 * 1000):03d}-{secrets.token_hex(2)}"
+
+
+# Attempts at a default name that no study has: two clash only when made in the same
+# millisecond with the same one of 65536 suffixes.
+DEFAULT_NAME_ATTEMPTS = 3
 
 
 def create_study(config: Config, name: str | None = None,
                  n_trials: int | None = None) -> optuna.Study:
-    """Create the study ``name`` or resume it; ``n_trials`` (the total) becomes its budget."""
-    name = name or default_study_name(config)
-    study = optuna.create_study(
-        study_name=name, storage=open_storage(config), load_if_exists=True,
-        direction=config.optimization.direction, sampler=make_sampler(config.optimization),
-        pruner=make_pruner(config.optimization))
+    """Create the study ``name`` or resume it; ``n_trials`` (the total) becomes its budget.
+
+    Without a ``name`` the study is new, with :func:`default_study_name`: it never joins a
+    study that another caller created.
+    """
+    settings = {"storage": open_storage(config), "direction": config.optimization.direction,
+                "sampler": make_sampler(config.optimization),
+                "pruner": make_pruner(config.optimization)}
+    study = (optuna.create_study(study_name=name, load_if_exists=True, **settings)
+             if name is not None else _new_default_study(config, settings))
     attrs = study.user_attrs
     if CREATED_ATTR not in attrs:
         study.set_user_attr(CREATED_ATTR, time.time())
@@ -63,8 +79,24 @@ def create_study(config: Config, name: str | None = None,
     return study
 
 
+def _new_default_study(config: Config, settings: dict[str, Any]) -> optuna.Study:
+    """A new study with a default name; never one that exists already."""
+    for _ in range(DEFAULT_NAME_ATTEMPTS - 1):
+        with contextlib.suppress(optuna.exceptions.DuplicatedStudyError):
+            return optuna.create_study(study_name=default_study_name(config),
+                                       load_if_exists=False, **settings)
+    # The last attempt: a clash again raises DuplicatedStudyError.
+    return optuna.create_study(study_name=default_study_name(config), load_if_exists=False,
+                               **settings)
+
+
 def load_study(config: Config, name: str) -> optuna.Study:
-    """The existing study ``name``, with the configured sampler and pruner."""
+    """The existing study ``name``, with the configured sampler and pruner.
+
+    A SQLite storage that does not exist yet is not created: it has no study.
+    """
+    if not storage_exists(config):
+        raise StudyNotFound(f"no study named {name!r}: {config.storage_shown} does not exist")
     storage = open_storage(config)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if name not in names:

@@ -4,7 +4,9 @@ complete trials of the study keep their checkpoints (``*.pt`` in their run folde
 Trials with a registered version (the champion among them) keep theirs; so do trials still
 running, failed trials whose retry will resume from their last checkpoint, and trials
 stopped on request. Any other failed trial keeps its last checkpoint (``last.pt`` and its
-fallback), to be resumed by hand. A trial whose best checkpoint is deleted has its
+fallback), to be resumed by hand, and its best one (``best.pt``, and ``best_checkpoint``
+points at it still): a trainer that crashed late, on a full disk say, may have trained a
+model worth keeping. A trial whose best checkpoint is deleted has its
 ``best_checkpoint`` attribute cleared: no attribute points at a deleted file.
 """
 
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # The trainer's last checkpoint and its fallback (train.tacotron2.checkpoint.previous_path).
 RESUMABLE = ("last.pt", "last.prev.pt")
+# What a failed trial keeps: those, and its best checkpoint.
+KEPT_BY_FAILED = (*RESUMABLE, "best.pt")
 
 
 def enforce_retention(config: Config, study: optuna.Study,
@@ -59,8 +63,12 @@ def enforce_retention(config: Config, study: optuna.Study,
         run_dir = trial.user_attrs.get("run_dir")
         if trial.number in keep or run_dir is None:
             continue
-        spared = RESUMABLE if trial.state is TrialState.FAIL else ()
-        gone = [path for path in sorted(Path(run_dir).glob("*.pt")) if path.name not in spared]
+        spared: set[Path] = set()
+        if trial.state is TrialState.FAIL:
+            spared = {Path(run_dir, name) for name in KEPT_BY_FAILED}
+            if trial.user_attrs.get("best_checkpoint"):
+                spared.add(Path(trial.user_attrs["best_checkpoint"]))
+        gone = [path for path in sorted(Path(run_dir).glob("*.pt")) if path not in spared]
         for checkpoint in gone:
             checkpoint.unlink(missing_ok=True)
         deleted += gone

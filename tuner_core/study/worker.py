@@ -7,6 +7,9 @@ Each running trial has a heartbeat; a trial whose worker died is failed when ano
 worker notices and is retried (Optuna's ``RetryHeartbeatStaleTrialCallback``) from the
 dead trial's last checkpoint (see :class:`tuner_core.trial.runner.TrialRunner`).
 
+Once the budget is spent, a study with ``optimization.confirm`` trains its champions again
+with other seeds (:mod:`tuner_core.study.confirmation`).
+
 Each trial is heard by MLflow tracking and the model registry (when ``mlflow.enabled``;
 otherwise MLflow is never imported), then retention, then the caller's listener.
 """
@@ -23,6 +26,7 @@ from tuner_core.config.sections import Config
 from tuner_core.storage.budget_lock import BudgetLock
 from tuner_core.storage.opening import open_storage
 from tuner_core.storage.retries import fail_stale_trials
+from tuner_core.study.confirmation import enqueue_confirmations
 from tuner_core.study.life import mark_finished_if_last, stop_requested, trials_left
 from tuner_core.study.retention import RetentionListener
 from tuner_core.trial.listener import ListenerGroup, TrialListener
@@ -60,7 +64,11 @@ def run_worker(config: Config, study: optuna.Study, listener: TrialListener | No
                     study.optimize(run_claimed_trial, n_trials=1, catch=(TrialCrashed,),
                                    gc_after_trial=False)
                     continue
-            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                # The budget is spent and every trial has ended: confirm the champions, once.
+                if not running and enqueue_confirmations(config, study):
+                    continue
+            if not running:
                 break
             # The budget is taken, but another worker's trial still runs; stay to retry it
             # should that worker die, and leave as soon as it ends.

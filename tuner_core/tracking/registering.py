@@ -43,8 +43,10 @@ from tuner_core.config.sections import Config
 from tuner_core.errors import RegistryError
 from tuner_core.lazy import LazyModule
 from tuner_core.storage.attributes import HISTORY_METRICS, TRIAL_RUN_ATTR, VERSION_ATTR
+from tuner_core.storage.confirmations import confirmation_groups
 from tuner_core.tracking.registry import (
     CHECKPOINT_FILE,
+    CONFIRMED_TAG,
     DIGEST_TAG,
     HPARAMS_FILE,
     METRIC_TAG,
@@ -199,3 +201,23 @@ class RegistryListener(TrialListener):
             except Exception as error:
                 log.warning("trial %d could not be registered: %s: %s", trial.number,
                             type(error).__name__, error)
+
+    def study_finished(self, study: optuna.Study) -> None:
+        """Tag the versions of confirmed configurations with their mean over seeds."""
+        if not self.config.mlflow.enabled:
+            return
+        trials = study.get_trials(deepcopy=False)
+        try:
+            client, name = mlflow_client(self.config), str(self.config.registry.model_name)
+            for group in confirmation_groups(trials):
+                for number in group.trials:
+                    version = trials[number].user_attrs.get(VERSION_ATTR)
+                    if version is None:
+                        continue
+                    for key, value in (("mean", group.mean), ("std", group.std),
+                                       ("seeds", group.seeds)):
+                        client.set_model_version_tag(name, version, CONFIRMED_TAG + key,
+                                                     format_number(value))
+        except Exception as error:
+            log.warning("the confirmation of study %s could not be recorded in the registry: "
+                        "%s: %s", study.study_name, type(error).__name__, error)

@@ -46,6 +46,7 @@ HPARAMS_FILE = "hparams.json"
 DIGEST_TAG = "hparams_digest"  # of the checkpoint's hyperparameters and the dataset
 PARAM_TAG = "param."
 METRIC_TAG = "metric."
+CONFIRMED_TAG = "confirmed."  # mean, std, seeds: its configuration over training seeds
 
 
 def _parsed(text: str) -> Any:
@@ -68,6 +69,7 @@ def _version_info(version: ModelVersion, aliases: list[str]) -> dict[str, Any]:
             "value": _parsed(tags["value"]) if "value" in tags else None,
             "objective_metric": tags.get("objective_metric"),
             "params": prefixed(PARAM_TAG), "metrics": prefixed(METRIC_TAG),
+            "confirmation": prefixed(CONFIRMED_TAG) or None,
             "created": version.creation_timestamp / 1000, "run_id": version.run_id}
 
 
@@ -232,7 +234,12 @@ def model_card(config: Config, info: dict[str, Any], sample: str) -> str:
         "## Metrics",
         "",
         f"Objective ({info['objective_metric']}, {better} is better): "
-        f"**{format_number(info['value'])}**. At the checkpoint's validation:",
+        f"**{format_number(info['value'])}**, "
+        + (f"its configuration over {info['confirmation']['seeds']} training seeds: mean "
+           f"**{format_number(info['confirmation']['mean'])}** ± "
+           f"{format_number(info['confirmation']['std'])}"
+           if info["confirmation"] else "from one training seed (not confirmed)")
+        + ". At the checkpoint's validation:",
         "",
         "| metric | value |",
         "|---|---|",

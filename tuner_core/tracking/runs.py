@@ -13,6 +13,9 @@ in the state folder by default; a tracking server URL works the same way):
   plots and audio samples as they are written, the adaptations (``adaptations.json``)
   and, at the end, the outcome, criterion, reason and Optuna state as tags; a failed
   trial adds its log tail (``trainer_log_tail.txt``). Its status mirrors the outcome.
+  A trial whose worker died (killed, its machine lost) cannot end its own run: another
+  worker's tracker closes it FAILED, with the reason, when it starts a trial or ends the
+  study, whether the trial was retried or its retries were used up.
   Whatever the run folder's ``artifacts/`` holds when the trial ends and was not logged
   yet goes to the run then, whatever the outcome: a pruned or stopped trainer may write
   its plots after the tuner stopped listening to it.
@@ -145,6 +148,7 @@ class MlflowTracker(TrialListener):
         self._parent_run_ids: dict[str, str] = {}  # by study name
         self._trials: dict[int, _TrackedTrial] = {}  # by trial number, while it runs
         self._ended: dict[int, _TrackedTrial] = {}  # and after, for plots drawn afterwards
+        self._settled: set[tuple[str, int]] = set()  # (study, trial): failed, run closed
 
     # Opened on first use, inside a guarded hook, so that an unreachable store fails no trial.
     @functools.cached_property
@@ -158,9 +162,7 @@ class MlflowTracker(TrialListener):
     @_never_raises
     def trial_started(self, trial: optuna.Trial, hparams: dict[str, Any], run_dir: Path) -> None:
         study = trial.study
-        lost = lost_predecessor(study.get_trials(deepcopy=False)[trial.number])
-        if lost is not None:
-            self._close_lost_run(study, lost, trial.number)
+        self._close_lost_runs(study)
         run = self.client.create_run(
             self.experiment_id, run_name=f"trial-{trial.number:04d}",
             tags={MLFLOW_PARENT_RUN_ID: self._parent_run_id(study), STUDY_TAG: study.study_name,
@@ -227,6 +229,7 @@ class MlflowTracker(TrialListener):
 
     @_never_raises
     def study_finished(self, study: optuna.Study) -> None:
+        self._close_lost_runs(study)
         run_id = self._parent_run_ids.get(study.study_name) or self._find_parent_run(study)
         if run_id is None:  # no trial of this study was ever tracked
             return
@@ -241,14 +244,34 @@ class MlflowTracker(TrialListener):
                       "smart_tuner.state": state.name})
         self.client.log_batch(run_id, tags=[RunTag(key, tag) for key, tag in tags.items()])
 
-    def _close_lost_run(self, study: optuna.Study, lost: int, retry: int) -> None:
-        """End the run of trial ``lost``, whose worker died mid-trial, as ``retry`` retries it."""
-        run_id = study.get_trials(deepcopy=False)[lost].user_attrs.get(TRIAL_RUN_ATTR)
-        if run_id is None or self.client.get_run(run_id).info.status != "RUNNING":
-            return  # never tracked, or closed already
-        attrs = worker_lost(retry)
-        self._log_outcome(run_id, TrialState.FAIL, attrs)
-        self.client.set_terminated(run_id, RUN_STATUS[attrs["outcome"]])
+    def _close_lost_runs(self, study: optuna.Study) -> None:
+        """End FAILED, with the reason, the runs still RUNNING of the study's failed trials.
+
+        Such a trial lost its worker, whether it is retried or not (any other end closes
+        its run before Optuna records it, unless tracking failed then); the worker that
+        failed it has recorded why (:func:`~tuner_core.storage.attributes.worker_lost`),
+        or is about to.
+        """
+        trials = study.get_trials(deepcopy=False)
+        for trial in trials:
+            key = (study.study_name, trial.number)
+            run_id = trial.user_attrs.get(TRIAL_RUN_ATTR)
+            if trial.state is not TrialState.FAIL or run_id is None or key in self._settled:
+                continue
+            attrs = trial.user_attrs
+            if "outcome" not in attrs:  # not recorded yet: as it will be
+                retry = next((t.number for t in trials
+                              if lost_predecessor(t) == trial.number), None)
+                attrs = worker_lost(retry)
+            try:
+                if self.client.get_run(run_id).info.status == "RUNNING":
+                    self._log_outcome(run_id, TrialState.FAIL, attrs)
+                    self.client.set_terminated(run_id, RUN_STATUS[attrs["outcome"]])
+            except Exception as error:  # tried again next time; the trial at hand goes on
+                log.warning("cannot close the run of failed trial %d: %s: %s", trial.number,
+                            type(error).__name__, error)
+                continue
+            self._settled.add(key)
 
     # --- the study's parent run --------------------------------------------------------
     def _parent_run_id(self, study: optuna.Study) -> str:

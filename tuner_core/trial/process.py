@@ -167,14 +167,16 @@ class TrainerProcess:
     _EOF = object()
 
     def __init__(self, args: Sequence[str], run_dir: Path, *, python: str, cwd: Path,
-                 env: dict[str, str], launcher: TrainerLauncher | None = None):
-        """Start ``python -m train ARGS``, forked by ``launcher`` if there is one."""
+                 env: dict[str, str], launcher: TrainerLauncher | None = None,
+                 program: str = "train"):
+        """Start ``python -m PROGRAM ARGS`` (``train``, or ``train.replay``), forked by
+        ``launcher`` if there is one."""
         run_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = run_dir / LOG_FILE
         # Appended across adaptation restarts; closed when the trainer's stdout ends.
         self._stderr = open(self.log_path, "ab")  # noqa: SIM115
-        log.debug("starting python -m train %s", " ".join(args))
-        self._proc, self._stdout = launch("train", args, python=python, cwd=cwd, env=env,
+        log.debug("starting python -m %s %s", program, " ".join(args))
+        self._proc, self._stdout = launch(program, args, python=python, cwd=cwd, env=env,
                                           stderr=self._stderr.fileno(), launcher=launcher)
         self._queue: queue.Queue[Any] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True,

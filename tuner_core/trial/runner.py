@@ -46,7 +46,12 @@ from tuner_core.rules.adaptation import adapt_hparams
 from tuner_core.rules.early_stop import Action, Decision, EarlyStopController, EpochMetrics
 from tuner_core.rules.metric_history import detect_anomalies
 from tuner_core.rules.search_space import suggest
-from tuner_core.storage.attributes import HISTORY_METRICS, Outcome
+from tuner_core.storage.attributes import (
+    CONFIRMS_ATTR,
+    HISTORY_METRICS,
+    TRAINING_SEED_ATTR,
+    Outcome,
+)
 from tuner_core.storage.retries import retried_from
 from tuner_core.trial.listener import TrialListener, is_new_best
 from tuner_core.trial.process import TrainerLauncher, TrainerProcess
@@ -67,9 +72,11 @@ class _Run:
     """What the runner has learned about a trial so far."""
 
     direction: str
+    confirming: bool = False  # a confirmation trial, which the pruner leaves alone
     best_objective: float | None = None
     reports: int = 0
     epoch: int = 0
+    judged_step: int = 0  # the optimizer step of the last validation judged
     seconds: float = 0.0
     best_checkpoint: str | None = None
     adaptations: list[dict[str, Any]] = field(default_factory=list)
@@ -142,14 +149,19 @@ class TrialRunner:
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest(trial, self.config.hyperparameter_search_space)
-        hparams = HParams.from_overrides({**self.config.fixed_hparams, **params}).to_dict()
+        # A confirmation trial trains its configuration again with another seed.
+        queued_with = trial.user_attrs
+        seed = queued_with.get(TRAINING_SEED_ATTR)
+        hparams = HParams.from_overrides({**self.config.fixed_hparams, **params,
+                                          **({"seed": seed} if seed is not None else {})}
+                                         ).to_dict()
         run_dir = self.config.checkpoint_dir / self.study_name / f"trial_{trial.number:04d}"
         resume = self._checkpoint_to_resume(trial)
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", WORKER)
         self.listener.trial_started(trial, hparams, run_dir)
 
-        run = _Run(self.direction)
+        run = _Run(self.direction, confirming=CONFIRMS_ATTR in queued_with)
         controller = EarlyStopController(self.config.early_stopping, self.direction)
         opt = self.config.optimization
         while True:
@@ -192,13 +204,20 @@ class TrialRunner:
                     decision = self._user_stop(run)
                     process.terminate(self.config.trainer.grace_period_s)
                 continue
+            # The trial's record ends at its decision: a trainer may validate once more before
+            # the SIGTERM reaches it (a replay has emitted its whole run). The checkpoints of
+            # the deciding validation itself, which follow it, still count.
+            later = event["event"] == "validation" or (
+                event["event"] == "checkpoint" and event["is_best"]
+                and event["step"] > run.judged_step)
+            if decision is not None and later:
+                continue
             objective = None
             if event["event"] == "validation":
                 objective = self._on_validation(trial, run, event)
-                if decision is None:
-                    decision = self._decide(trial, run, controller, event, objective)
-                    if decision is not None:
-                        process.terminate(self.config.trainer.grace_period_s)
+                decision = self._decide(trial, run, controller, event, objective)
+                if decision is not None:
+                    process.terminate(self.config.trainer.grace_period_s)
             elif event["event"] == "checkpoint" and event["is_best"]:
                 run.best_checkpoint = event["path"]
                 if self._draws_new_best(trial, run, hparams):
@@ -244,8 +263,13 @@ class TrialRunner:
             args += ["--warm-start", str(trainer.warm_start)]
             if trainer.ignore_layers:
                 args += ["--ignore-layers", ",".join(trainer.ignore_layers)]
+        program = "train"
+        if trainer.replay is not None:
+            args += ["--table", str(trainer.replay)]
+            program = "train.replay"
         return TrainerProcess(args, run_dir, python=trainer.python, cwd=PROJECT_ROOT,
-                              env=self._child_env(threads), launcher=self._ready_launcher())
+                              env=self._child_env(threads), launcher=self._ready_launcher(),
+                              program=program)
 
     @staticmethod
     def _child_env(threads: int) -> dict[str, str]:
@@ -262,6 +286,7 @@ class TrialRunner:
         objective = objective_value(event, opt.objective_metric, opt.overfitting_penalty,
                                     self.direction)
         run.observe(objective, event["epoch"])
+        run.judged_step = event["step"]
         # Report steps count validations, so they keep increasing across adaptation
         # restarts (which replay epochs from the best checkpoint).
         if math.isfinite(objective):
@@ -286,7 +311,8 @@ class TrialRunner:
         decision = controller.observe(EpochMetrics.from_event(event, objective))
         if decision.action is not Action.CONTINUE:
             return decision
-        if trial.should_prune():
+        # A confirmation trial is trained in full: its value is what is being measured.
+        if not run.confirming and trial.should_prune():
             pruner = type(trial.study.pruner).__name__
             return Decision(
                 action=Action.PRUNE, criterion="pruner", epoch=event["epoch"],
@@ -329,11 +355,18 @@ class TrialRunner:
                                 recommendation="lower the learning rate or the gradient clip "
                                                "threshold, or add warm-up steps")
         if decision is None and code != 0:
+            log_tail = process.log_tail()
+            # The trainer's last words ("OSError: [Errno 28] No space left on device: ..."),
+            # at most 200 characters: the start names the error, the end often the file.
+            last = next((line.strip() for line in reversed(log_tail.splitlines())
+                         if line.strip()), "")
+            if len(last) > 200:
+                last = f"{last[:100]}…{last[-99:]}"
             attrs |= {"outcome": Outcome.FAILED, "criterion": "crash", "stop_epoch": run.epoch,
-                      "reason": f"trainer exited with code {code}",
+                      "reason": f"trainer exited with code {code}" + (f": {last}" if last else ""),
                       "recommendation": "read the log tail; fix the data or the hyperparameter "
                                         "that breaks the trainer",
-                      "log_tail": process.log_tail()}
+                      "log_tail": log_tail}
             self._record(trial, optuna.trial.TrialState.FAIL, None, attrs)
             raise TrialCrashed(attrs["reason"])
 
