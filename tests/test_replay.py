@@ -196,3 +196,23 @@ def test_a_replayed_trial_draws_nothing(tmp_path):
     path.write_text(yaml.safe_dump(settings))
     with pytest.raises(ConfigError, match=r"trainer.replay: .*set trainer.hparams.artifacts"):
         load_config(path)
+
+
+def test_the_pruner_may_compare_another_loss_than_the_objective(tmp_path, table):
+    config = load_config(replay_config(tmp_path, early_stopping={}, n_trials=2,
+                                       pruner={"type": "median", "metric": "train_loss"}))
+    study = create_study(config, "on-train-loss", 2)
+    run_worker(config, study, poll_s=0.05)
+    for trial in study.get_trials():
+        history = trial.user_attrs["history"]
+        assert list(trial.intermediate_values.values()) == history["train_loss"]
+        # The trial's value is still the objective's best.
+        assert trial.value == min(value for value in history["objective"] if value is not None)
+    assert study.user_attrs["config"]["reported_metric"] == "train_loss"
+
+
+def test_the_pruner_compares_a_loss_only_when_the_study_minimises(tmp_path):
+    path = replay_config(tmp_path, objective_metric="alignment_score", direction="maximize",
+                         pruner={"type": "median", "metric": "train_loss"})
+    with pytest.raises(ConfigError, match=r"optimization.pruner: .*train_loss is a loss"):
+        load_config(path)

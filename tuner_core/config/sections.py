@@ -169,6 +169,11 @@ class PrunerConfig(_Section):
     # first rung is at n_warmup_steps validations (at least 1)
     reduction_factor: int = Field(3, ge=2)
     patience: int | None = Field(None, ge=0)  # wrap in optuna's PatientPruner when set
+    # What each validation reports to the pruner: null, the objective; or a loss of the
+    # validation event (the study minimising), e.g. train_loss, which averages a whole
+    # epoch's steps where a small validation set is noisy. The trial's value stays the
+    # objective.
+    metric: Literal["train_loss", "val_loss", "val_mel_loss", "val_gate_loss"] | None = None
 
 
 class AdaptationConfig(_Section):
@@ -218,6 +223,15 @@ class OptimizationConfig(_Section):
                              f"{'higher' if expected == 'maximize' else 'lower'}; "
                              f"use {expected}")
         return direction
+
+    @field_validator("pruner")
+    @classmethod
+    def _pruned_loss_is_minimised(cls, pruner: PrunerConfig, info: ValidationInfo
+                                  ) -> PrunerConfig:
+        if pruner.metric is not None and info.data.get("direction") == "maximize":
+            raise ValueError(f"metric: {pruner.metric} is a loss, lower is better, and the "
+                             "study maximises; leave metric null to prune on the objective")
+        return pruner
 
     @field_validator("heartbeat_grace_s")
     @classmethod

@@ -74,6 +74,14 @@ def _best_trial(study: optuna.Study) -> FrozenTrial | None:
         return None
 
 
+def _reported_label(study: optuna.Study) -> str:
+    """What the trials' intermediate values are: the objective, or ``pruner.metric``."""
+    reported = study.user_attrs.get(CONFIG_ATTR, {}).get("reported_metric")
+    if reported:
+        return f"{reported}, reported to the pruner (lower is better)"
+    return _objective_label(study)
+
+
 def _objective_label(study: optuna.Study) -> str:
     metric = study.user_attrs.get(CONFIG_ATTR, {}).get("objective_metric")
     sense = "lower" if study.direction is optuna.study.StudyDirection.MINIMIZE else "higher"
@@ -152,7 +160,7 @@ def learning_curves_png(study: optuna.Study) -> bytes:
     """
     fig, ax = _figure("Learning curves", study.study_name)
     ax.set_xlabel("validation (one per epoch by default)")
-    ax.set_ylabel(_objective_label(study))
+    ax.set_ylabel(_reported_label(study))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     trials = [t for t in study.get_trials(deepcopy=False) if t.intermediate_values]
     if not trials:

@@ -66,6 +66,8 @@ def create_study(config: Config, name: str | None = None,
         study.set_user_attr(CONFIG_ATTR, {
             "experiment_name": config.experiment_name,
             "objective_metric": config.optimization.objective_metric,
+            # What the trials' intermediate values are: the objective, or pruner.metric.
+            "reported_metric": config.optimization.pruner.metric,
             "direction": config.optimization.direction,
             "search_space": {k: v.model_dump(mode="json")
                              for k, v in config.hyperparameter_search_space.items()},

@@ -12,7 +12,8 @@ in the state folder by default; a tracking server URL works the same way):
   point per validation of each of :data:`TRACKED_METRICS` (step = epoch), the trainer's
   plots and audio samples as they are written, the adaptations (``adaptations.json``)
   and, at the end, the outcome, criterion, reason and Optuna state as tags; a failed
-  trial adds its log tail (``trainer_log_tail.txt``). Its status mirrors the outcome.
+  trial adds its log tail (``trainer_log_tail.txt``). Its status mirrors the outcome. A
+  confirmation trial's run is tagged ``smart_tuner.confirms=<the trial it trains again>``.
   A trial whose worker died (killed, its machine lost) cannot end its own run: another
   worker's tracker closes it FAILED, with the reason, when it starts a trial or ends the
   study, whether the trial was retried or its retries were used up.
@@ -53,6 +54,7 @@ from tuner_core.config.sections import Config
 from tuner_core.storage.attributes import (
     BUDGET_ATTR,
     CONFIG_ATTR,
+    CONFIRMS_ATTR,
     END_REASON_ATTR,
     PARENT_RUN_ATTR,
     TRIAL_RUN_ATTR,
@@ -163,11 +165,13 @@ class MlflowTracker(TrialListener):
     def trial_started(self, trial: optuna.Trial, hparams: dict[str, Any], run_dir: Path) -> None:
         study = trial.study
         self._close_lost_runs(study)
+        confirms = trial.user_attrs.get(CONFIRMS_ATTR)  # a champion trained again
         run = self.client.create_run(
             self.experiment_id, run_name=f"trial-{trial.number:04d}",
             tags={MLFLOW_PARENT_RUN_ID: self._parent_run_id(study), STUDY_TAG: study.study_name,
                   ROLE_TAG: "trial", "smart_tuner.trial": str(trial.number),
-                  "smart_tuner.run_dir": str(run_dir)})
+                  "smart_tuner.run_dir": str(run_dir),
+                  **({"smart_tuner.confirms": str(confirms)} if confirms is not None else {})})
         run_id = run.info.run_id
         self._trials[trial.number] = _TrackedTrial(run_id, run_dir)
         trial.set_user_attr(TRIAL_RUN_ATTR, run_id)

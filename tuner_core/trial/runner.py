@@ -289,8 +289,10 @@ class TrialRunner:
         run.judged_step = event["step"]
         # Report steps count validations, so they keep increasing across adaptation
         # restarts (which replay epochs from the best checkpoint).
-        if math.isfinite(objective):
-            trial.report(objective, run.reports)
+        pruned_on = opt.pruner.metric
+        reported = objective if pruned_on is None else float(event.get(pruned_on) or math.nan)
+        if math.isfinite(reported):
+            trial.report(reported, run.reports)
         metrics = {key: event.get(key) for key in HISTORY_METRICS} | {
             "objective": objective if math.isfinite(objective) else None}
         for key, value in metrics.items():
