@@ -59,7 +59,7 @@ from scipy.stats import spearmanr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from train.replay import nearest_config  # noqa: E402
+from train.replay import SEED_BLOCK, nearest_config  # noqa: E402
 from tuner_core.config import Config, load_config  # noqa: E402
 from tuner_core.storage import BUDGET_ATTR, CONFIRMS_ATTR  # noqa: E402
 from tuner_core.study import create_study, run_worker  # noqa: E402
@@ -69,7 +69,6 @@ from tuner_core.trial.runner import objective_value  # noqa: E402
 TABLE = ROOT / "bench" / "curves" / "demo.json.gz"
 DEMO_CORPUS = ROOT / ".state" / "demo_corpus"  # as bench/record_curves.py
 MEL_CACHE = ROOT / ".state" / "curves_mel_cache"
-SEED_BLOCK = 100  # train.replay: seed // 100 draws the recorded seeds
 
 
 # --- The table's truth -----------------------------------------------------------------
