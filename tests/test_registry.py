@@ -195,3 +195,24 @@ def test_the_facade_finds_the_best_trials_audio_sample(tracked_study):
     assert [v["version"] for v in tuner.models()] == ["2", "1"]
     with pytest.raises(LookupError, match="no trial 9"):
         tuner.audio_sample("tracked", trial_number=9)
+
+
+def test_a_registered_versions_checkpoint_is_loaded_without_running_its_code(
+        tracked_study, tmp_path):
+    """What the README states: the project's own loaders read a version's best.pt with the
+    weights-only loader, so a version whose checkpoint was tampered with is refused."""
+    from tests.test_checkpoint_safety import Payload
+    from train.tacotron2.checkpoint import CheckpointError
+
+    config = tracked_study.config
+    client = mlflow_client(config)
+    stored = Path(client.get_model_version_download_uri("test", "1")) / "best.pt"
+    original = stored.read_bytes()
+    marker = tmp_path / "payload_ran"
+    try:
+        torch.save({"model": Payload(marker)}, stored)
+        with pytest.raises(CheckpointError, match="refused"):
+            load_registered_model("models:/test/1", config.tracking_uri)
+        assert not marker.exists()
+    finally:
+        stored.write_bytes(original)
