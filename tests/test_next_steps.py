@@ -9,9 +9,9 @@ import types
 import optuna
 
 from tests.test_tuner import write_config
-from tuner_core.__main__ import ProgressBars
 from tuner_core.config import load_config
 from tuner_core.reporting.next_steps import closing_note
+from tuner_core.reporting.progress import ProgressBars
 
 
 def test_an_untracked_study_ends_with_the_dashboard_the_report_and_the_bot(

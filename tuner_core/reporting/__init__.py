@@ -5,7 +5,8 @@ Rooms: :mod:`~tuner_core.reporting.summary` (status, best trial, trial list),
 :mod:`~tuner_core.reporting.events` (the notifications a front end sends),
 :mod:`~tuner_core.reporting.plots` (figures; loads matplotlib),
 :mod:`~tuner_core.reporting.report` (``report.md`` with its figures),
-:mod:`~tuner_core.reporting.next_steps` (the closing note of ``tune``).
+:mod:`~tuner_core.reporting.next_steps` (the closing note of ``tune``),
+:mod:`~tuner_core.reporting.progress` (the command line's progress bars).
 
 Everything is computed from the storage (and MLflow, for the registry's lines), so the
 CLI, the bot and a remote machine see the same thing. May import every room below it:
