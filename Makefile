@@ -16,18 +16,21 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# heldout.csv is written last, so a corpus from before held-out sentences is made again.
-$(CORPUS)/heldout.csv: $(INSTALLED)
+# hard.csv is written last, so a corpus from before hard sentences is made again.
+$(CORPUS)/hard.csv: $(INSTALLED)
 	$(BIN)/python -m train.corpus --out $(CORPUS) --n 100
 
 # The study, then its best model speaks three sentences it never heard, against the
 # corpus's own renderings of them: does it stop by itself, and at the right length?
-demo: $(CORPUS)/heldout.csv
+demo: $(CORPUS)/hard.csv
 	$(BIN)/python -m tuner_core tune --config config/demo.yaml
 	@echo "The study's best model (its latest registered version) on held-out sentences:"
 	$(BIN)/python -m train.synthesize --checkpoint models:/tacotron2_demo/latest \
 		--tracking-uri sqlite:///$(CURDIR)/$(STATE)/demo/mlflow.db \
 		--held-out $(CORPUS) --out $(STATE)/demo/held_out
+	@echo "The same model judged as a listener would (gate, length, CER, MCD, skips, repeats):"
+	$(BIN)/python -m train.evaluate --checkpoint models:/tacotron2_demo/latest \
+		--tracking-uri sqlite:///$(CURDIR)/$(STATE)/demo/mlflow.db --held-out $(CORPUS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

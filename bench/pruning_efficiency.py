@@ -27,8 +27,11 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import optuna
 import yaml
 from demo_study import ROOT, run_demo_study
+
+from tuner_core.trial.listener import TrialListener
 
 MODES = {"A": "pruning + early stopping", "B": "neither"}
 
@@ -45,22 +48,35 @@ class StudyResult:
     curves: list[dict[str, Any]]
 
 
+class EarlyAlignment(TrialListener):
+    """The trials that reach the alignment criterion's score by its epoch, as heard from
+    their validations (the storage keeps only the objective of each)."""
+
+    def __init__(self, criterion: dict[str, Any]):
+        self.criterion = criterion
+        self.aligned: set[int] = set()
+
+    def trainer_event(self, trial: optuna.Trial, event: dict[str, Any],
+                      objective: float | None) -> None:
+        score = event.get("alignment_score")
+        if (event["event"] == "validation" and event["epoch"] <= self.criterion["by_epoch"]
+                and score is not None and score >= self.criterion["min_score"]):
+            self.aligned.add(trial.number)
+
+
 def run_study(seed: int, mode: str, trials: int) -> StudyResult:
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     changes: dict[str, Any] = {"optimization": {**demo["optimization"], "seed": seed}}
     if mode == "B":
         changes["optimization"]["pruner"] = {"type": "none"}
         changes["early_stopping"] = {}
-    study_trials, seconds = run_demo_study(f"seed{seed}-{mode}", trials, **changes)
-    values = [t.value for t in study_trials if t.value is not None]
     # The demo's alignment criterion stops a trial that does not align (it will not speak,
     # whatever its loss); study B has no criteria, so its best may be such a trial.
-    criterion = demo["early_stopping"]["alignment"]
-    aligned = [t.value for t in study_trials if t.value is not None and any(
-        score is not None and score >= criterion["min_score"]
-        for epoch, score in zip(t.user_attrs["history"]["epoch"],
-                                t.user_attrs["history"]["alignment_score"], strict=True)
-        if epoch <= criterion["by_epoch"])]
+    alignment = EarlyAlignment(demo["early_stopping"]["alignment"])
+    study_trials, seconds = run_demo_study(f"seed{seed}-{mode}", trials, alignment, **changes)
+    values = [t.value for t in study_trials if t.value is not None]
+    aligned = [t.value for t in study_trials
+               if t.value is not None and t.number in alignment.aligned]
     states: dict[str, int] = {}
     for t in study_trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1

@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 from train.replay import SEED_BLOCK, nearest_config  # noqa: E402
 from tuner_core.config import Config, load_config  # noqa: E402
-from tuner_core.storage import BUDGET_ATTR, CONFIRMS_ATTR  # noqa: E402
+from tuner_core.storage import BUDGET_ATTR, CONFIRMS_ATTR, confirmed_best  # noqa: E402
 from tuner_core.study import create_study, run_worker  # noqa: E402
 from tuner_core.trial.listener import TrialListener  # noqa: E402
 from tuner_core.trial.runner import objective_value  # noqa: E402
@@ -168,11 +168,15 @@ def run_study(settings: dict[str, Any], budget_epochs: int, overrides: list[str]
     logging.getLogger("tuner_core").setLevel(logging.ERROR)  # no per-trial anomaly warnings
     study = create_study(config, "replay", 10**6)
     run_worker(config, study, ComputeBudget(budget_epochs), poll_s=0.05)
-    trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
-    trials.sort(key=lambda t: t.datetime_complete)
+    every = study.get_trials(deepcopy=False)
+    # The champion the tuner itself names once its confirmations end (None without them).
+    confirmed = confirmed_best(every, minimize=True)
+    trials = sorted((t for t in every if t.datetime_complete is not None),
+                    key=lambda t: t.datetime_complete)
     return [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-             "epochs": len(t.intermediate_values), "confirms": t.user_attrs.get("confirms"),
-             "alignment": (t.user_attrs.get("last_metrics") or {}).get("alignment_score")}
+             "epochs": len(t.intermediate_values), "confirms": t.user_attrs.get(CONFIRMS_ATTR),
+             "alignment": (t.user_attrs.get("last_metrics") or {}).get("alignment_score"),
+             "confirmed_champion": confirmed is not None and confirmed.trial == t.number}
             for t in trials]
 
 
@@ -215,18 +219,9 @@ def picked(trial: dict[str, Any], truth: Truth) -> bool:
     return trial["state"] == "COMPLETE" and (trial["alignment"] or 0.0) >= truth.min_alignment
 
 
-def confirmed_pick(trials: list[dict[str, Any]], truth: Truth) -> dict[str, Any] | None:
-    """The configuration with the best mean over its trial and its confirmation trials."""
-    groups: dict[int, list[float]] = {}
-    for trial in trials:
-        if picked(trial, truth):
-            origin = trial["confirms"] if trial["confirms"] is not None else trial["number"]
-            groups.setdefault(origin, []).append(trial["value"])
-    confirmed = {origin: values for origin, values in groups.items() if len(values) > 1}
-    if not confirmed:
-        return None
-    origin = min(confirmed, key=lambda o: statistics.fmean(confirmed[o]))
-    return next(t for t in trials if t["number"] == origin)
+def confirmed_pick(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The champion the tuner named by its mean over seeds, if it confirmed one."""
+    return next((t for t in trials if t["confirmed_champion"]), None)
 
 
 def epochs_to_reach(xs: list[int], ys: list[float], target: float) -> float:
@@ -321,7 +316,7 @@ def report_confirmation(results: list[tuple], truth: Truth, budget: int,
     before, after, extra = [], [], []
     for pruned, _, _ in results:
         _, ys = anytime(pruned, truth, budget)
-        confirmed = confirmed_pick(pruned, truth)
+        confirmed = confirmed_pick(pruned)
         if confirmed is None:
             continue
         before.append(ys[-1] - truth.best)
@@ -413,7 +408,9 @@ def main() -> None:
         reached = sum(math.isfinite(v) for v in values)
         print(f"{label:9s} epochs to reach the unpruned median final true value "
               f"({target:.4f}): median {medians[label]}, reached in {reached} of {len(values)}")
-    speedup = medians["unpruned"] / medians["pruned"] if medians["pruned"] else math.inf
+    # A pruned study that never reaches the target has no speed-up (0.0x), whatever the other.
+    speedup = (medians["unpruned"] / medians["pruned"] if math.isfinite(medians["pruned"])
+               else 0.0)
 
     correlations = rung_correlations(truth)
     rungs = pruner_rungs(pruned_config, epochs)

@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     hide_token_from_children()
     setup_logging(tuner.config.state_dir, name="bot", verbose=args.verbose)
+    if not args.verbose:  # APScheduler logs every run of a job at INFO: two lines a poll
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     redact_token_in_logs(token)
     try:
         asyncio.run(run(tuner, token, args.api_server))

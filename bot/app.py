@@ -10,15 +10,17 @@ the rest (telling their chats), and exits within about five seconds. Workers sta
 the storage and its delivered notifications in ``bot_state.json``.
 
 One bot per state folder (a second one refuses to start: :func:`bot.state.hold_state_folder`)
-and one per token (a bot that finds another polling its token stops: :class:`AnotherBot`).
+and one per token (a bot that finds another polling its token tells the chat which bot it
+is, then stops: :class:`AnotherBot`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 
-from aiogram import Bot, Dispatcher
+from aiogram import Bot, Dispatcher, F
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
@@ -156,6 +158,9 @@ def create_dispatcher(service: TunerService, state: BotState,
     dispatcher.update.outer_middleware(RememberChats(state))
     dispatcher.update.outer_middleware(updates_in_hand)
     dispatcher.update.outer_middleware(AnswerButtons())
+    # Commands come from a message's text only: aiogram's Command filter also reads
+    # captions, so a photo captioned "/tune 3" would start a study.
+    dispatcher.message.filter(F.text)
     dispatcher.include_routers(*handlers.routers())
     return dispatcher
 
@@ -195,6 +200,9 @@ async def _serve(tuner: SmartTuner, token: str, api_server: str | None) -> None:
     async def on_shutdown() -> None:
         await dispatcher["updates_in_hand"].finish(GRACE_S, NOTICE_S)
         await notifier.close(CLOSE_S)
+        if end_on_conflict.conflict is not None:  # else the chat would not know who left
+            await notifier.announce(messages.another_bot_took_over(
+                socket.gethostname(), tuner.config.state_dir.resolve()))
         scheduler.shutdown(wait=False)
         log.info("bot stopped; running studies go on in their workers")
 
@@ -203,5 +211,6 @@ async def _serve(tuner: SmartTuner, token: str, api_server: str | None) -> None:
     await dispatcher.start_polling(bot, handle_signals=True, close_bot_session=True)
     if end_on_conflict.conflict is not None:
         raise AnotherBot(
-            "another bot is polling Telegram with the same token, so this one stopped: "
-            "run one bot per token (Telegram gives each update to one of them only)")
+            "another bot is polling Telegram with the same token, so this one (state folder "
+            f"{tuner.config.state_dir.resolve()}) stopped and told the chat: run one bot "
+            "per token (Telegram gives each update to one of them only)")

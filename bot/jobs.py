@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.notifier import Notifier
 from tuner_core.config import TelegramConfig
+
+log = logging.getLogger(__name__)
 
 
 def create_scheduler(notifier: Notifier, telegram: TelegramConfig) -> AsyncIOScheduler:
@@ -19,9 +25,26 @@ def create_scheduler(notifier: Notifier, telegram: TelegramConfig) -> AsyncIOSch
     """
     scheduler = AsyncIOScheduler(job_defaults={"max_instances": 1, "coalesce": True,
                                                "misfire_grace_time": None})
-    scheduler.add_job(notifier.poll, "interval", seconds=telegram.poll_interval_s,
-                      id="notifications", next_run_time=datetime.now())
+    scheduler.add_job(_ends_quietly(notifier.poll), "interval",
+                      seconds=telegram.poll_interval_s, id="notifications",
+                      next_run_time=datetime.now())
     if telegram.notifications.metrics_summary:
-        scheduler.add_job(notifier.summary, "interval", minutes=telegram.summary_interval_min,
-                          id="metrics_summary")
+        scheduler.add_job(_ends_quietly(notifier.summary), "interval",
+                          minutes=telegram.summary_interval_min, id="metrics_summary")
     return scheduler
+
+
+def _ends_quietly(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``job``, ending with one INFO line when the scheduler's shutdown cancels it (a
+    SIGTERM mid-poll): APScheduler would log the cancellation as an ERROR with a
+    traceback. The job's task is APScheduler's own, so ending it here ends it all the same.
+    """
+    @functools.wraps(job)
+    async def run() -> None:
+        try:
+            await job()
+        except asyncio.CancelledError:
+            log.info("stopping: %s was cancelled; the next start goes on from there",
+                     job.__name__)
+
+    return run

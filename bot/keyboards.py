@@ -105,9 +105,9 @@ def models_keyboard(versions: list[int]) -> InlineKeyboardMarkup | None:
         return None
     builder = InlineKeyboardBuilder()
     for version in versions:
-        builder.button(text=f"🏆 v{version}",
+        builder.button(text=f"🏆 Promote v{version}",
                        callback_data=ModelButton(action=ModelAction.PROMOTE, version=version))
-        builder.button(text=f"📦 v{version}",
+        builder.button(text=f"📦 Export v{version}",
                        callback_data=ModelButton(action=ModelAction.EXPORT, version=version))
     builder.adjust(2)
     return builder.as_markup()

@@ -10,19 +10,26 @@ blocks, which is what lets :func:`split_message` cut between lines.
 from __future__ import annotations
 
 import html
+import re
+import textwrap
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
+from bot.clock import duration
+from bot.fleet_texts import fleet_lines
 from bot.service import ExportedModel, StartedStudy, StopOutcome, quoted
 from tuner_core.reporting.events import Kind, Notification
 
 MESSAGE_LIMIT = 4096
 CAPTION_LIMIT = 1024
 STALE_AFTER_S = 30  # a status older than this says how old it is
+REASON_WIDTH = 60  # characters of a reason in the /trials table
 PRIVATE = "This bot is private."
-STOPPING = ("The bot is restarting, so what you asked for last was cancelled. "
-            "Please ask again in a minute.")
+# Before a notification's message whose request was out when the bot stopped last.
+IN_DOUBT = ("↻ <i>Telegram had not confirmed the next message when the bot stopped or lost "
+            "its connection, so it may have arrived already; here it is again.</i>")
 
 # (command, what it does): the /help table and the menu registered with set_my_commands.
 COMMANDS: list[tuple[str, str]] = [
@@ -31,6 +38,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("best", "the best trial: value, parameters, audio, promote, export"),
     ("stop", "stop the running study (asks first)"),
     ("trials", "the last 10 trials and why each ended"),
+    ("workers", "the fleet: hosts, devices, current trials, heartbeats"),
     ("plot", "learning curves of the study"),
     ("models", "registered model versions and aliases"),
     ("help", "this list"),
@@ -54,7 +62,8 @@ def unknown_command(command: str) -> str:
 
 def study_started(study: StartedStudy) -> str:
     return (f"🚀 Started study <code>{html.escape(study.name)}</code>: "
-            f"{study.n_trials} trials, objective {html.escape(study.objective_metric)} "
+            f"{plural(study.n_trials, 'trial')}, objective "
+            f"{html.escape(study.objective_metric)} "
             f"({study.direction}).\n"
             f"Search space:\n{_pre(study.search_space)}\n"
             "I will report every trial here. /status shows the progress.")
@@ -84,6 +93,7 @@ def status_text(status: Mapping[str, Any]) -> str:
     if status.get("eta_s"):
         timing += f", about {duration(status['eta_s'])} left"
     lines.append(timing)
+    lines += fleet_lines(status.get("fleet") or [])
     as_of = f"as of {time.strftime('%H:%M:%S', time.localtime(status['as_of']))}"
     age = time.time() - status["as_of"]
     if age >= STALE_AFTER_S:  # the polls have not been reading the storage
@@ -144,8 +154,11 @@ def best_text(best: Mapping[str, Any], model: Mapping[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def no_best() -> str:
-    return "No trial has completed yet."
+def no_best(study: str | None) -> str:
+    if study is None:
+        return no_study()
+    return (f"No trial of <code>{html.escape(study)}</code> has completed yet; /status shows "
+            "how it goes.")
 
 
 def trials_text(study: str, rows: list[Mapping[str, Any]]) -> str:
@@ -157,16 +170,15 @@ def trials_text(study: str, rows: list[Mapping[str, Any]]) -> str:
         outcome = row["outcome"] or row["state"].lower()
         if row.get("confirms") is not None:
             outcome = f"confirms {row['confirms']}"
-        reason = row["reason"] or ""
-        if len(reason) > 60:
-            reason = reason[:59] + "…"
+        reason = textwrap.shorten(row["reason"] or "", REASON_WIDTH, placeholder=" …")
         table.append(f"{row['number']:>3} {outcome:<15} {_number(row['value']):>8}  {reason}")
     return f"Last trials of <code>{html.escape(study)}</code>:\n{_pre(table)}"
 
 
-def plot_caption(study: str) -> str:
-    return caption(f"Learning curves of {study}: the objective at every validation, "
-                   "the best trial in red.")
+def plot_caption(study: str, best_trial: int | None) -> str:
+    best = (f"the best is trial {best_trial}" if best_trial is not None
+            else "no trial has completed")
+    return caption(f"Learning curves of {study}: the objective at every validation; {best}.")
 
 
 def anytime_caption(study: str) -> str:
@@ -175,21 +187,32 @@ def anytime_caption(study: str) -> str:
 
 
 def models_text(models: list[Mapping[str, Any]]) -> str:
+    """One line a version, wrapped by the client (no table: a study name is wider than
+    a phone's screen)."""
     if not models:
         return "No model is registered yet; the best trial of a study is registered when it ends."
-    table = [f"{'ver':>3} {'value':>8} {'study/trial':<28} aliases"]
+    lines = ["Registered models, newest first:"]
     for model in models:
-        origin = f"{model['study']}/{model['trial']}"
-        table.append(f"{model['version']:>3} {_number(model['value']):>8} {origin:<28} "
-                     f"{', '.join(model['aliases'])}")
-    return f"Registered models (newest first):\n{_pre(table)}"
+        aliases = ", ".join(model["aliases"]) or "no alias"
+        metric = html.escape(str(model.get("objective_metric") or "value"))
+        lines.append(f"<b>v{model['version']}</b> · {metric} {_number(model.get('value'))} · "
+                     f"<b>{html.escape(aliases)}</b> · trial {model['trial']} of "
+                     f"<code>{html.escape(str(model['study']))}</code>")
+    return "\n".join(lines)
 
 
 def promoted(result: Mapping[str, Any]) -> str:
+    if result.get("already"):
+        return f"🏆 Version {result['version']} already is the champion; nothing changed."
     if result["replaced"] is None:
         return f"🏆 Version {result['version']} is the champion."
     return (f"🏆 Version {result['version']} is now the champion "
             f"(version {result['replaced']} is kept as 'previous').")
+
+
+def promote_answer(result: Mapping[str, Any]) -> str:
+    """The button's own answer (a notice over the chat)."""
+    return "Already the champion" if result.get("already") else "Promoted"
 
 
 def exported(export: ExportedModel) -> str:
@@ -207,6 +230,26 @@ def no_audio(trial: int) -> str:
     return f"Trial {trial} has no audio sample."
 
 
+def cancelled(command: str | None = None, button: str | None = None) -> str:
+    """To the chat of a request the stopping bot cancelled: the ``command`` it sent or
+    the ``button`` (its label) it pressed."""
+    if command is not None:
+        request = f"your {html.escape(quoted(command), quote=False)}"
+    elif button is not None:
+        request = f"your press of {html.escape(quoted(button), quote=False)}"
+    else:
+        request = "your request"
+    return f"⏹ The bot is stopping, so {request} was cancelled. Ask again once it is back."
+
+
+def another_bot_took_over(host: str, state_dir: Path) -> str:
+    return (f"🛑 The bot on {html.escape(host)} (state folder "
+            f"<code>{html.escape(str(state_dir))}</code>) has stopped: another bot is polling "
+            "Telegram with the same token, and Telegram gives each message to one bot only. "
+            "The other bot answers here from now on, with the studies of its own state "
+            "folder. To have this one back, stop the other and restart this one.")
+
+
 # --- notifications --------------------------------------------------------------------------
 
 def notification_text(notification: Notification) -> str:
@@ -215,7 +258,8 @@ def notification_text(notification: Notification) -> str:
     if notification.kind is Kind.TRAINING_START:
         objective = (f"{html.escape(str(facts['objective_metric']))} "
                      f"({html.escape(str(facts['direction']))})")
-        return (f"🚀 Study {study} started: {facts['budget']} trials, objective {objective}.\n"
+        return (f"🚀 Study {study} started: {plural(facts['budget'], 'trial')}, "
+                f"objective {objective}.\n"
                 f"Search space:\n{_pre(facts['search_space'])}")
     if notification.kind is Kind.RESTARTS:
         changes = [f"{name}: {_number(old)} → {_number(new)}"
@@ -254,11 +298,12 @@ def _trial_finished(study: str, facts: Mapping[str, Any]) -> str:
     lines = []
     if outcome in ("pruned", "early_stopped"):
         verb = "pruned" if outcome == "pruned" else "stopped early"
+        # The epoch once: most reasons name it already.
+        epoch = facts["stop_epoch"]
+        at = "" if re.search(rf"\bepoch {epoch}\b", reason) else f" at epoch {epoch}"
         lines.append(f"{'✂️' if outcome == 'pruned' else '⏸'} Trial {trial} of {study} {verb} "
-                     f"at epoch {facts['stop_epoch']} by "
-                     f"{html.escape(str(facts['criterion']))}{took}: {reason}")
-        if facts["recommendation"]:
-            lines.append(f"💡 {html.escape(facts['recommendation'])}")
+                     f"by {html.escape(str(facts['criterion']))}{at}{took}: {reason}")
+        lines += _advice(facts)
     else:
         lines.append(f"✅ Trial {trial} of {study} completed{took}: {reason}")
     if facts.get("confirms") is not None:
@@ -267,6 +312,26 @@ def _trial_finished(study: str, facts: Mapping[str, Any]) -> str:
         lines.append(f"Value: <b>{_number(facts['value'])}</b>"
                      + (" 🏆 new best" if facts["new_best"] else ""))
     return "\n".join(lines)
+
+
+def _advice(facts: Mapping[str, Any]) -> list[str]:
+    """The recommendation, and which of the hyperparameters it names the study searches
+    and which are the user's to change in the config."""
+    if not facts["recommendation"]:
+        return []
+    lines = [f"💡 {html.escape(facts['recommendation'])}"]
+    advice = facts.get("advice") or {}
+    if searched := advice.get("searched"):
+        lines.append(f"The study searches {_names(searched)}: later trials try other values.")
+    if in_config := advice.get("in_config"):
+        lines.append(f"Fixed for this study, yours to change in the config: "
+                     f"{_names(in_config)}.")
+    return lines
+
+
+def _names(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
 
 
 def _study_finished(study: str, facts: Mapping[str, Any]) -> str:
@@ -328,16 +393,9 @@ def caption(text: str) -> str:
 
 # --- small formats ---------------------------------------------------------------------------
 
-def duration(seconds: float) -> str:
-    """``42s``, ``4m 12s``, ``3h 05m``."""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
+def plural(count: int, noun: str) -> str:
+    """``1 trial``, ``2 trials``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _number(value: Any) -> str:

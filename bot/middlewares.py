@@ -36,7 +36,7 @@ from aiogram.methods.base import Response, TelegramType
 from aiogram.types import CallbackQuery, Chat, TelegramObject, Update, User
 from aiogram.utils.backoff import Backoff, BackoffConfig
 
-from bot.messages import PRIVATE, STOPPING
+from bot.messages import PRIVATE, cancelled
 from bot.state import BotState
 
 if TYPE_CHECKING:
@@ -167,8 +167,8 @@ class UpdatesInHand(BaseMiddleware):
             return await handler(event, data)
         except asyncio.CancelledError:
             chat: Chat | None = data.get("event_chat")
-            if self.stopping and chat is not None:
-                await _say_cancelled(data["bot"], chat.id)
+            if self.stopping and chat is not None and isinstance(event, Update):
+                await _say_cancelled(data["bot"], chat.id, event)
             raise
         finally:
             self.tasks.discard(task)
@@ -187,13 +187,25 @@ class UpdatesInHand(BaseMiddleware):
             await asyncio.wait(unfinished, timeout=notice_s)
 
 
-async def _say_cancelled(bot: Bot, chat_id: int) -> None:
+async def _say_cancelled(bot: Bot, chat_id: int, update: Update) -> None:
+    query = update.callback_query
+    text = cancelled(command=update.message.text if update.message else None,
+                     button=_button_label(query) if query else None)
     try:
         with single_try():  # the bot is stopping: no time to wait out a flood limit
-            await bot.send_message(chat_id, STOPPING)
+            await bot.send_message(chat_id, text)
     except TelegramAPIError as error:
         log.warning("could not tell chat %d that its request was cancelled: %s",
                     chat_id, error)
+
+
+def _button_label(query: CallbackQuery) -> str | None:
+    """The label of the pressed button, found by its data under the message it was
+    pressed on; None when that message is too old for its buttons to be known."""
+    markup = getattr(query.message, "reply_markup", None)
+    rows = markup.inline_keyboard if markup is not None else []
+    return next((button.text for row in rows for button in row
+                 if button.callback_data == query.data), None)
 
 
 class EndOnConflict(BaseRequestMiddleware):

@@ -5,14 +5,20 @@ first, to ``telegram.chat_id`` or, when that is not set, to the private chats of
 allowed users who have written to the bot. A kind switched off in
 ``telegram.notifications`` is marked delivered unsent.
 
-The guarantee: **a notification is never lost; a crash at the wrong moment may repeat
-one message.** Each message (a notification may take several: long text in pieces, then
-its plot) is recorded in ``bot_state.json`` the moment Telegram confirms it, before any
-other work, and the file is written in the event loop, not queued behind other work in
-a thread. A restarted bot goes on after the last confirmed message. The one window left
-is a crash between Telegram's answer and that write (a millisecond or so): then that
-message is sent again. Telegram cannot be asked whether a message arrived, and a repeat
-is better than a loss.
+The guarantee: **a notification is never lost; a bot stopped while a message is on its
+way repeats that message once, and says so.** Each message (a notification may take
+several: long text in pieces, then its plot) is recorded in ``bot_state.json`` before its
+request goes out and again when Telegram answers, and the file is written in the event
+loop, not queued behind other work in a thread. A restarted bot goes on after the last
+confirmed message. The window in which the bot cannot know whether a message arrived is
+the whole request round trip, from the request going out to Telegram's answer being saved
+(milliseconds on a good network, up to the request's timeout on a bad one). A bot killed
+in it finds the message recorded as in doubt at its next start; Telegram cannot be asked
+whether it arrived, and a repeat is better than a loss, so it sends the message again
+after :data:`bot.messages.IN_DOUBT`, which tells the chat that it may be a repeat. A
+request that got no answer at all (a network error) is the same case. One repeat goes
+unmarked: :class:`bot.middlewares.RetryRequests` retries a request that got no answer
+within the same send, and if the first had arrived, the chat reads it twice.
 
 * Telegram unreachable (network, 5xx, flood control after the retries of
   :class:`bot.middlewares.RetryRequests`): the poll ends and the next one tries the
@@ -46,6 +52,7 @@ from aiogram.types import BufferedInputFile, InlineKeyboardMarkup
 
 from bot import messages
 from bot.keyboards import promote_keyboard
+from bot.middlewares import single_try
 from bot.service import TunerService
 from bot.state import BotState
 from tuner_core.config import TelegramConfig
@@ -116,6 +123,15 @@ class Notifier:
         except TimeoutError:
             log.warning("stopping while a notification is still being sent")
 
+    async def announce(self, text: str) -> None:
+        """Tell every target ``text`` now, trying once: the bot is stopping."""
+        for chat_id in self.targets():
+            try:
+                with single_try():
+                    await self.bot.send_message(chat_id, text)
+            except TelegramAPIError as error:
+                log.warning("could not tell chat %d that the bot stops: %s", chat_id, error)
+
     async def _deliver(self, notification: Notification) -> bool:
         """Send to every target that has not had it; whether it is now delivered."""
         targets = self.targets()
@@ -152,21 +168,35 @@ class Notifier:
         curves = await _optional(self.service.learning_curves_of(study),
                                  f"learning curves of {study}")
         return Outgoing(texts, keyboard=promote_keyboard(version) if version else None,
-                        photo=curves, caption=messages.plot_caption(study))
+                        photo=curves, caption=messages.plot_caption(
+                            study, notification.facts["best_trial"]))
 
     async def _send(self, chat_id: int, outgoing: Outgoing,
                     notification_id: str | None = None) -> None:
-        """Send ``outgoing``'s messages in turn. For a notification, each is recorded as
-        confirmed the moment Telegram confirms it, and the messages confirmed before (by a
-        bot that stopped half-way) are not sent again."""
-        confirmed = self.state.confirmed(notification_id, chat_id) if notification_id else 0
+        """Send ``outgoing``'s messages in turn. For a notification, each is recorded
+        before its request goes out and again when Telegram answers; the messages
+        confirmed before (by a bot that stopped half-way) are not sent again, and one
+        whose request was out when the bot stopped is sent after :data:`messages.IN_DOUBT`.
+        """
+        confirmed, in_doubt = (self.state.progress(notification_id, chat_id)
+                               if notification_id else (0, False))
+        if in_doubt:
+            await self.bot(SendMessage(chat_id=chat_id, text=messages.IN_DOUBT))
         for number, request in enumerate(self._requests(chat_id, outgoing), start=1):
             if number <= confirmed:
                 continue
-            await self.bot(request)
-            if notification_id is not None:
-                self.state.sending = (notification_id, chat_id, number)
-                self.state.save()
+            if notification_id is None:
+                await self.bot(request)
+                continue
+            self.state.attempting(notification_id, chat_id, number)
+            try:
+                await self.bot(request)
+            except TelegramNetworkError:
+                raise  # no answer: it may have arrived, so the doubt stays on record
+            except TelegramAPIError:
+                self.state.answered(notification_id, chat_id, number, arrived=False)
+                raise
+            self.state.answered(notification_id, chat_id, number, arrived=True)
 
     @staticmethod
     def _requests(chat_id: int, outgoing: Outgoing) -> list[TelegramMethod[Any]]:
@@ -190,7 +220,7 @@ class Notifier:
         outgoing = Outgoing(messages.split_message(messages.status_text(status)),
                             photo=await _optional(self.service.learning_curves_of(name),
                                                   f"learning curves of {name}"),
-                            caption=messages.plot_caption(name))
+                            caption=messages.plot_caption(name, status["best_trial"]))
         for chat_id in self.targets():
             try:
                 await self._send(chat_id, outgoing)

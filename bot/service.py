@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -76,6 +77,15 @@ class StopOutcome(StrEnum):
 
 
 @dataclass(frozen=True)
+class Curves:
+    """A study's learning curves as PNG; ``best_trial`` is None when none completed."""
+
+    study: str
+    png: bytes
+    best_trial: int | None
+
+
+@dataclass(frozen=True)
 class ExportedModel:
     """An export folder, zipped; ``zip_path`` is None when the zip is too big to send."""
 
@@ -107,12 +117,13 @@ class TunerService:
         limit = self.config.telegram.max_trials_per_study
         usage = (f"Usage: /tune N, where N is the number of trials, from 1 to {limit} "
                  f"(without N: {self.config.optimization.n_trials}).")
-        try:
-            n_trials = int(argument.strip())
-        except ValueError:
-            raise BotError(f"{quoted(argument.strip())} is not a number. {usage}") from None
+        text = argument.strip()
+        # ASCII digits only: int() would also take "３" (full-width) or "1_0".
+        if not re.fullmatch(r"[+-]?[0-9]+", text):
+            raise BotError(f"{quoted(text)} is not a whole number. {usage}")
+        n_trials = int(text)
         if not 1 <= n_trials <= limit:
-            raise BotError(f"{quoted(argument.strip())} is out of range. {usage}")
+            raise BotError(f"{quoted(text)} is out of range. {usage}")
         return n_trials
 
     async def start_study(self, n_trials: int) -> StartedStudy | dict[str, Any]:
@@ -153,7 +164,12 @@ class TunerService:
         if name is None:
             return None
         status = await asyncio.to_thread(self.tuner.status, name)
-        return {**status, "study_id": await self.study_id(name), "as_of": as_of}
+        return {**status, "study_id": await self.study_id(name), "as_of": as_of,
+                "fleet": await self.workers()}
+
+    async def workers(self) -> list[dict[str, Any]]:
+        """The fleet: every worker on the storage's studies (``SmartTuner.workers``)."""
+        return await asyncio.to_thread(self.tuner.workers)
 
     async def latest_status(self) -> dict[str, Any] | None:
         """The latest study's status as of the last :meth:`refresh_status` (the
@@ -211,6 +227,9 @@ class TunerService:
         return {**best, "study_name": name, "study_id": study_id,
                 **await asyncio.to_thread(records)}
 
+    async def latest_study_name(self) -> str | None:
+        return await self._name_or_latest(None)
+
     async def trials(self, limit: int = 10) -> tuple[str, list[dict[str, Any]]] | None:
         """The latest study's name and its last ``limit`` trials; None without a study."""
         name = await self._name_or_latest(None)
@@ -218,12 +237,14 @@ class TunerService:
             return None
         return name, await asyncio.to_thread(self.tuner.trials, name, limit)
 
-    async def learning_curves(self, study_id: int | None = None) -> tuple[str, bytes] | None:
-        """The study's name and its learning curves as PNG; None without a study."""
+    async def learning_curves(self, study_id: int | None = None) -> Curves | None:
+        """The study's learning curves as PNG, and its best trial; None without a study."""
         name = await self._name_or_latest(study_id)
         if name is None:
             return None
-        return name, await self.learning_curves_of(name)
+        best = await asyncio.to_thread(self.tuner.best, name)
+        return Curves(name, await self.learning_curves_of(name),
+                      best["number"] if best else None)
 
     async def anytime_of(self, name: str) -> bytes:
         """The study's best value against the compute it spent, as PNG."""

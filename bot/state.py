@@ -3,8 +3,9 @@ that keeps a second bot off the same state folder.
 
 ``delivered``  the ids of the notifications already sent (see :mod:`tuner_core.reporting.events`)
 ``sent_to``    for a notification sent to some of several chats so far, those chats
-``sending``    the notification being sent: its id, the chat, and how many of its
-               messages (text pieces, then the photo) Telegram has confirmed there
+``sending``    the notification being sent: its id, the chat, how many of its
+               messages (text pieces, then the photo) Telegram has confirmed there, and
+               whether the next one is in doubt (its request went out, no answer came)
 ``chats``      the private chats of allowed users who wrote to the bot (the
                notification targets when ``telegram.chat_id`` is not set)
 
@@ -74,7 +75,7 @@ class BotState:
         self.path = path
         self.delivered: set[str] = set()
         self.sent_to: dict[str, set[int]] = {}
-        self.sending: tuple[str, int, int] | None = None
+        self.sending: tuple[str, int, int, bool] | None = None
         self.chats: set[int] = set()
         self.first_start = True  # no state file was found: nothing was ever delivered
         self.telling = asyncio.Lock()  # held while news is told and recorded
@@ -94,18 +95,32 @@ class BotState:
         state.delivered = set(data.get("delivered", []))
         state.sent_to = {key: set(chats) for key, chats in data.get("sent_to", {}).items()}
         if sending := data.get("sending"):
-            notification_id, chat_id, confirmed = sending
-            state.sending = (notification_id, chat_id, confirmed)
+            notification_id, chat_id, confirmed, *in_doubt = sending  # older files: 3
+            state.sending = (notification_id, chat_id, confirmed, bool(in_doubt and in_doubt[0]))
         state.chats = set(data.get("chats", []))
         state.first_start = False
         return state
 
-    def confirmed(self, notification_id: str, chat_id: int) -> int:
+    def progress(self, notification_id: str, chat_id: int) -> tuple[int, bool]:
         """How many messages of ``notification_id`` Telegram has confirmed in ``chat_id``
-        (of a notification not completely sent there yet)."""
+        (of a notification not completely sent there yet), and whether the next one is
+        in doubt: a bot stopped while its request was out, so it may have arrived."""
         if self.sending is not None and self.sending[:2] == (notification_id, chat_id):
-            return self.sending[2]
-        return 0
+            return self.sending[2], self.sending[3]
+        return 0, False
+
+    def attempting(self, notification_id: str, chat_id: int, number: int) -> None:
+        """Record, before its request goes out, that message ``number`` (from 1) of
+        ``notification_id`` is being sent to ``chat_id``; save at once."""
+        self.sending = (notification_id, chat_id, number - 1, True)
+        self.save()
+
+    def answered(self, notification_id: str, chat_id: int, number: int,
+                 arrived: bool) -> None:
+        """Record Telegram's answer to message ``number``: it ``arrived``, or it was
+        refused (an error answer: nothing was sent); save at once."""
+        self.sending = (notification_id, chat_id, number if arrived else number - 1, False)
+        self.save()
 
     def sent(self, notification_id: str, chat_id: int) -> None:
         """Record that ``chat_id`` has had all of ``notification_id``, sent by the

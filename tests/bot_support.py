@@ -148,13 +148,18 @@ def message_update(user_id: int, text: str, chat_id: int | None = None,
         "from": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}}})
 
 
-def button_update(user_id: int, data: str, message_id: int = 42) -> Update:
-    """``user_id`` pressing a button with callback ``data`` under a bot message."""
+def button_update(user_id: int, data: str, message_id: int = 42,
+                  label: str | None = None) -> Update:
+    """``user_id`` pressing a button with callback ``data`` under a bot message; with a
+    ``label``, the message carries that button (else its keyboard is unknown)."""
     user = {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}
+    message = {"message_id": message_id, "date": int(time.time()), "text": "...",
+               "chat": {"id": user_id, "type": "private"}, "from": BOT_USER}
+    if label is not None:
+        message["reply_markup"] = {"inline_keyboard": [[{"text": label, "callback_data": data}]]}
     return Update.model_validate({"update_id": next(_update_ids), "callback_query": {
         "id": str(next(_update_ids)), "from": user, "chat_instance": "ci", "data": data,
-        "message": {"message_id": message_id, "date": int(time.time()), "text": "...",
-                    "chat": {"id": user_id, "type": "private"}, "from": BOT_USER}}})
+        "message": message}})
 
 
 # --- synthetic studies -----------------------------------------------------------------------
@@ -189,11 +194,6 @@ def add_study(tuner: SmartTuner, name: str, trials: list[optuna.trial.FrozenTria
     return study
 
 
-def history(values: list[float]) -> dict[str, list[Any]]:
-    return {"epoch": list(range(1, len(values) + 1)), "val_loss": values,
-            "train_loss": [v * 0.9 for v in values], "objective": values}
-
-
 def trial(state: TrialState = TrialState.COMPLETE, value: float | None = None,
           learning_rate: float = 1e-3, **attrs: Any) -> optuna.trial.FrozenTrial:
     """A trial as the runner leaves it; ``attrs`` add or override user attributes."""
@@ -201,7 +201,7 @@ def trial(state: TrialState = TrialState.COMPLETE, value: float | None = None,
     outcome = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned",
                TrialState.FAIL: "failed"}.get(state)
     user_attrs: dict[str, Any] = {
-        "history": history(curve), "run_dir": "/tmp/none", "seconds": 12.0,
+        "run_dir": "/tmp/none", "seconds": 12.0,
         "last_metrics": {"epoch": 3, "val_loss": curve[-1], "train_loss": curve[-1] * 0.9,
                          "objective": curve[-1]}}
     if outcome:
@@ -235,9 +235,11 @@ class BotHarness:
         that is not their private one (a group)."""
         return await self._feed(message_update(user_id, text, chat_id, chat_type))
 
-    async def press(self, user_id: int, data: str) -> list[TelegramMethod[Any]]:
-        """The requests the bot made in answer to a button press with ``data``."""
-        return await self._feed(button_update(user_id, data))
+    async def press(self, user_id: int, data: str,
+                    label: str | None = None) -> list[TelegramMethod[Any]]:
+        """The requests the bot made in answer to a press of a button with ``data``
+        (and ``label``, when the test needs the message to show it)."""
+        return await self._feed(button_update(user_id, data, label=label))
 
     async def _feed(self, update: Update) -> list[TelegramMethod[Any]]:
         before = len(self.session.requests)

@@ -55,6 +55,14 @@ class PostgresCluster:
             connection.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def stop(self) -> None:
+        """Stop the server as a restart or a failover does: its sessions are cut."""
+        _pg_ctl(Path(self.host), "-m", "fast", "stop")
+
+    def start(self) -> None:
+        """Start the stopped server again, as it was."""
+        _start(Path(self.host), self.port)
+
     @classmethod
     def from_environment(cls) -> PostgresCluster | None:
         """The cluster ``python3 -m tests.postgres`` started around this process, if any."""
@@ -74,31 +82,40 @@ def available() -> bool:
     return all(_binary(name) for name in ("initdb", "pg_ctl"))
 
 
+def _as_user() -> list[str]:
+    """PostgreSQL refuses to run as root: then it runs as the postgres system user."""
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def _pg_ctl(folder: Path, *arguments: str) -> None:
+    subprocess.run([*_as_user(), _binary("pg_ctl"), "-D", str(folder / "data"), *arguments],
+                   check=True, capture_output=True, text=True)
+
+
+def _start(folder: Path, port: int = PORT) -> None:
+    _pg_ctl(folder, "-l", str(folder / "server.log"), "-w",
+            "-t", str(round(scaled(60))), "start",  # pg_ctl's own default deadline, scaled
+            # Room for several workers, an MLflow server and the test itself at once.
+            "-o", f"-c listen_addresses='' -k {folder} -p {port} -c max_connections=200")
+
+
 @contextlib.contextmanager
 def postgres_cluster() -> Iterator[PostgresCluster]:
     """Start a cluster in a temporary folder; stop and remove it on exit."""
     folder = Path(tempfile.mkdtemp(prefix="pg-"))
-    as_user: list[str] = []
     if os.geteuid() == 0:
         user = pwd.getpwnam("postgres")
         os.chown(folder, user.pw_uid, user.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
     data = folder / "data"
-
-    def run(*command: str) -> None:
-        subprocess.run([*as_user, *command], check=True, capture_output=True, text=True)
-
     try:
-        run(_binary("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        # Room for several workers, an MLflow server and the test itself at once.
-        run(_binary("pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w",
-            "-t", str(round(scaled(60))), "start",  # pg_ctl's own default deadline, scaled
-            "-o", f"-c listen_addresses='' -k {folder} -p {PORT} -c max_connections=200")
+        subprocess.run([*_as_user(), _binary("initdb"), "-D", str(data), "-U", "postgres",
+                        "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
+        _start(folder)
         yield PostgresCluster(str(folder))
     finally:
         if data.exists():
-            subprocess.run([*as_user, _binary("pg_ctl"), "-D", str(data), "-m", "immediate",
-                            "stop"], capture_output=True)
+            subprocess.run([*_as_user(), _binary("pg_ctl"), "-D", str(data), "-m",
+                            "immediate", "stop"], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -96,6 +96,8 @@ def test_the_bot_serves_notifies_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert bot.returncode == 0, output
     log = (tmp_path / "state" / "logs" / "bot.log").read_text()
     assert "bot stopped; running studies go on in their workers" in log
+    # Issue 22, item 14: APScheduler's two INFO lines a poll are kept out of the log.
+    assert "apscheduler" not in log and " ERROR " not in log, log
     assert fake.token not in log and fake.token not in output
 
 

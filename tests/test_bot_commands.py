@@ -214,7 +214,7 @@ async def test_the_stop_button_of_a_status_asks_first(harness: BotHarness,
 async def test_best_shows_value_parameters_and_buttons(harness: BotHarness,
                                                        tuner: SmartTuner) -> None:
     [reply] = await harness.send(ALICE, "/best")
-    assert reply.text == "No trial has completed yet."
+    assert reply.text == "No study yet. Start one with /tune N."
 
     add_study(tuner, "s", [trial(value=0.5), trial(value=0.3, learning_rate=2e-3,
                                                    mlflow_run_id="abc123")])

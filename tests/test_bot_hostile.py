@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from bot import app
 from bot.handlers.fallback import STALE_BUTTON
-from bot.messages import MESSAGE_LIMIT, STOPPING
+from bot.messages import MESSAGE_LIMIT
 from bot.notifier import Notifier
 from bot.state import StateFolderInUse, hold_state_folder
 from tests.bot_support import ALICE, MALLORY, TOKEN, BotHarness, add_study, trial, write_config
@@ -186,13 +186,16 @@ async def test_stopping_cancels_an_export_in_hand_and_tells_the_chat(
 
     monkeypatch.setattr(harness.service, "require_version", known)
     monkeypatch.setattr(harness.service, "export", endless_export)
-    press = asyncio.create_task(harness.press(ALICE, "md:e:1"))
+    press = asyncio.create_task(harness.press(ALICE, "md:e:1", label="📦 Export v1"))
     await asyncio.wait_for(exporting.wait(), timeout=scaled(30))
     await asyncio.wait_for(harness.dispatcher["updates_in_hand"].finish(0.1, 5),
                            timeout=scaled(30))
     assert press.done()
     texts = [r.text for r in harness.session.calls("sendMessage")]
-    assert texts == [STOPPING]
+    # It says that the bot is stopping (not "restarting": it may not come back) and what
+    # was cancelled: the pressed button, by its label.
+    assert texts == ["⏹ The bot is stopping, so your press of '📦 Export v1' was cancelled. "
+                     "Ask again once it is back."]
     assert [r.text for r in harness.session.calls("answerCallbackQuery")] == ["Exporting…"]
 
 

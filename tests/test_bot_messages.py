@@ -32,7 +32,7 @@ def test_an_overlong_line_is_cut_outside_html_entities() -> None:
 
 
 def test_captions_are_escaped_and_cut_to_the_limit() -> None:
-    caption = messages.plot_caption("<study>" + "s" * 2000)
+    caption = messages.plot_caption("<study>" + "s" * 2000, best_trial=3)
     assert "&lt;study&gt;" in caption
     assert len(html.unescape(caption)) == messages.CAPTION_LIMIT
 
@@ -44,8 +44,8 @@ def test_names_and_reasons_from_trials_are_escaped() -> None:
         "reason": "loss <= 1 & rising", "recommendation": "try <b>", "stop_epoch": 3,
         "exit_code": None, "log_tail": ""})
     text = messages.notification_text(notification)
-    assert text == ("✂️ Trial 0 of <code>&lt;s&gt;&amp;</code> pruned at epoch 3 by "
-                    "&lt;patience&gt; in 1m 15s: loss &lt;= 1 &amp; rising\n"
+    assert text == ("✂️ Trial 0 of <code>&lt;s&gt;&amp;</code> pruned by "
+                    "&lt;patience&gt; at epoch 3 in 1m 15s: loss &lt;= 1 &amp; rising\n"
                     "💡 try &lt;b&gt;")
 
 

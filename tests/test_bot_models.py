@@ -80,25 +80,32 @@ def export(version: int) -> str:
 
 
 async def test_models_lists_versions_with_buttons(harness: BotHarness) -> None:
-    [reply] = await harness.send(ALICE, "/models")
-    assert "Registered models" in reply.text
+    typing, *_, reply = await harness.send(ALICE, "/models")
+    # The first /models loads MLflow (seconds): the chat shows "typing…" meanwhile.
+    assert typing.__api_method__ == "sendChatAction" and typing.action == "typing"
     lines = reply.text.split("\n")
-    assert lines[2].split()[:3] == ["2", "0.3", "s/1"]
-    assert lines[3].split()[:3] == ["1", "0.5", "s/0"]
-    data = [button.callback_data for row in reply.reply_markup.inline_keyboard for button in row]
-    assert data == [promote(2), export(2), promote(1), export(1)]
+    # One line a version, no table: the client wraps a long study name.
+    assert lines == ["Registered models, newest first:",
+                     "<b>v2</b> · val_loss 0.3 · <b>no alias</b> · trial 1 of <code>s</code>",
+                     "<b>v1</b> · val_loss 0.5 · <b>no alias</b> · trial 0 of <code>s</code>"]
+    buttons = [(button.text, button.callback_data)
+               for row in reply.reply_markup.inline_keyboard for button in row]
+    assert buttons == [("🏆 Promote v2", promote(2)), ("📦 Export v2", export(2)),
+                       ("🏆 Promote v1", promote(1)), ("📦 Export v1", export(1))]
 
 
 async def test_promoting_moves_the_champion_and_is_harmless_twice(harness: BotHarness) -> None:
     message, answer = await harness.press(ALICE, promote(2))
     assert message.text == "🏆 Version 2 is the champion."
     assert answer.text == "Promoted"
-    message, _ = await harness.press(ALICE, promote(2))
-    assert message.text == "🏆 Version 2 is the champion."
+    message, answer = await harness.press(ALICE, promote(2))
+    assert message.text == "🏆 Version 2 already is the champion; nothing changed."
+    assert answer.text == "Already the champion"
     message, _ = await harness.press(ALICE, promote(1))
     assert "Version 1 is now the champion (version 2 is kept as 'previous')" in message.text
-    [reply] = await harness.send(ALICE, "/models")
-    assert "champion" in reply.text.split("\n")[3] and "previous" in reply.text.split("\n")[2]
+    *_, reply = await harness.send(ALICE, "/models")
+    lines = reply.text.split("\n")
+    assert "<b>previous</b>" in lines[1] and "<b>champion</b>" in lines[2]
 
 
 @pytest.mark.parametrize("button", [promote, export])

@@ -2,16 +2,25 @@
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
 
+from bot import messages
 from bot.jobs import create_scheduler
 from bot.notifier import Notifier
 from bot.state import STATE_FILE
-from tests.bot_support import ALICE, BotHarness, add_study, trial, write_config
+from tests.bot_support import (
+    ALICE,
+    NETWORK_DOWN,
+    BotHarness,
+    add_study,
+    trial,
+    write_config,
+)
 from tests.deadlines import scaled
 from tuner_core import SmartTuner
 from tuner_core.storage import FINISHED_ATTR
@@ -54,7 +63,7 @@ async def test_news_is_sent_once_and_in_order(tuner: SmartTuner) -> None:
     study.add_trial(trial(TrialState.PRUNED, criterion="pruner", reason="worse than median",
                           recommendation="move on", stop_epoch=2))
     await notifier.poll()
-    assert sent(harness)[3].startswith("✂️ Trial 1 of <code>s</code> pruned at epoch 2 by pruner")
+    assert sent(harness)[3].startswith("✂️ Trial 1 of <code>s</code> pruned by pruner at epoch 2")
     assert "💡 move on" in sent(harness)[3]
 
 
@@ -186,3 +195,76 @@ async def test_the_scheduler_polls_in_the_bots_loop(tmp_path: Path) -> None:
         await notifier.close(timeout=5)
         scheduler.shutdown(wait=False)
     assert len(sent(harness)) == 3
+
+
+async def test_a_poll_cut_short_by_stopping_is_one_info_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 22, item 14: APScheduler logged the cancelled job as an ERROR with a
+    CancelledError traceback."""
+    caplog.set_level(logging.INFO)
+    harness, notifier = start(make_tuner(tmp_path))
+    polling = asyncio.Event()
+
+    async def endless_poll() -> None:
+        polling.set()
+        await asyncio.Event().wait()  # a storage read that outlasts the shutdown
+
+    notifier.poll = endless_poll  # type: ignore[method-assign]
+    scheduler = create_scheduler(notifier, harness.service.config.telegram)
+    scheduler.start()
+    await asyncio.wait_for(polling.wait(), timeout=scaled(10))
+    scheduler.shutdown(wait=False)  # as the bot does on SIGTERM
+    for _ in range(10):  # let the cancelled job and APScheduler's callback run
+        await asyncio.sleep(0)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    [cancelled] = [r for r in caplog.records if "cancelled" in r.getMessage()]
+    assert cancelled.levelno == logging.INFO and cancelled.exc_info is None
+    assert cancelled.getMessage().startswith("stopping: endless_poll was cancelled")
+
+
+async def test_a_message_on_its_way_when_the_bot_dies_is_repeated_once_and_marked(
+        tuner: SmartTuner) -> None:
+    """Issue 22, item 13: the window is the whole round trip, not a millisecond."""
+    add_study(tuner, "s", [trial(value=0.5)])
+    harness, notifier = start(tuner)
+    on_its_way = asyncio.Event()
+    answer = harness.session.make_request
+
+    async def second_message_never_answered(bot, method, timeout=None):
+        if method.__api_method__ == "sendMessage" and len(sent(harness)) == 1:
+            harness.session.requests.append(method)  # Telegram got it; the answer never comes
+            on_its_way.set()
+            await asyncio.Event().wait()
+        return await answer(bot, method, timeout)
+
+    harness.session.make_request = second_message_never_answered  # type: ignore[method-assign]
+    poll = asyncio.create_task(notifier.poll())
+    await asyncio.wait_for(on_its_way.wait(), timeout=scaled(10))
+    poll.cancel()  # the bot dies with the request out: nothing after it runs
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    saved = json.loads((tuner.config.state_dir / STATE_FILE).read_text())
+    assert saved["sending"] == ["trial:s:0:finished", ALICE, 0, True]
+
+    harness, notifier = start(tuner)  # restarted
+    await notifier.poll()
+    await notifier.poll()
+    texts = sent(harness)
+    assert texts[0] == messages.IN_DOUBT
+    assert texts[1].startswith("✅ Trial 0 of <code>s</code> completed")
+    assert texts[2].startswith("🏆 New best in <code>s</code>")
+    assert len(texts) == 3
+
+
+async def test_a_message_without_an_answer_is_repeated_with_the_note(tuner: SmartTuner) -> None:
+    add_study(tuner, "s", [trial(value=0.5)])
+    harness, notifier = start(tuner)
+    harness.session.fail_next(NETWORK_DOWN, "no route to host", times=20)
+    await notifier.poll()
+    tries = len(sent(harness))
+    harness.session.recover()
+    await notifier.poll()
+    again = sent(harness)[tries:]
+    assert again[0] == messages.IN_DOUBT  # the request went out; did it arrive?
+    assert again[1].startswith("🚀 Study <code>s</code> started")
+    assert messages.IN_DOUBT not in again[2:]

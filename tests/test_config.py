@@ -7,10 +7,13 @@ import pytest
 import yaml
 
 from tuner_core.config import Config, ConfigError, load_config
+from tuner_core.config.location import default_config_path
+from tuner_core.config.starter import SHIPPED_CONFIG, write_starter
 from tuner_core.rules.early_stop import Alignment, Divergence, Overfitting, Patience, Plateau
 from tuner_core.rules.search_space import Categorical, FloatRange, IntRange
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "config"
 
 
 def write(tmp_path: Path, settings: dict | str) -> Path:
@@ -37,7 +40,8 @@ def load(tmp_path: Path, settings: dict, environ: dict | None = None) -> Config:
 
 def test_full_size_config_loads_with_every_criterion():
     config = load_config(CONFIG_DIR / "smart_tuner.yaml", environ={})
-    assert config.dataset_path == Path("data/LJSpeech-1.1").resolve()
+    assert config.dataset_path == ROOT / "data" / "LJSpeech-1.1"
+    assert config.state_dir == ROOT / ".state"
     assert config.fixed_hparams["epochs"] == 100
     assert set(config.hyperparameter_search_space) >= {
         "learning_rate", "batch_size", "weight_decay", "p_attention_dropout",
@@ -50,8 +54,8 @@ def test_full_size_config_loads_with_every_criterion():
 
 def test_demo_config_loads_the_tiny_cpu_profile():
     config = load_config(CONFIG_DIR / "demo.yaml", environ={})
-    assert config.state_dir == Path(".state/demo").resolve()
-    assert config.dataset_path == Path(".state/demo_corpus").resolve()
+    assert config.state_dir == ROOT / ".state" / "demo"
+    assert config.dataset_path == ROOT / ".state" / "demo_corpus"
     assert config.optimization.n_trials == 4
     assert config.fixed_hparams["n_frames_per_step"] == 3
     assert config.early_stopping["patience"].patience == 6
@@ -67,8 +71,7 @@ def test_dataset_path_from_the_environment_in_the_full_size_config():
 
 # --- defaults and derived values --------------------------------------------------------
 
-def test_defaults_live_under_state_dir_and_paths_are_absolute(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_defaults_live_under_state_dir_and_paths_are_absolute(tmp_path):
     config = load(tmp_path, {"dataset_path": "corpus", "state_dir": "st"})
     assert config.dataset_path == tmp_path / "corpus"
     assert config.checkpoint_dir == tmp_path / "st" / "runs"
@@ -81,6 +84,83 @@ def test_defaults_live_under_state_dir_and_paths_are_absolute(tmp_path, monkeypa
     assert config.hyperparameter_search_space == {} and config.early_stopping == {}
 
 
+# --- where relative paths are taken from ------------------------------------------------
+
+def test_relative_paths_in_the_file_are_taken_from_its_folder(tmp_path, monkeypatch):
+    folder, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    folder.mkdir()
+    path = write(folder, {
+        "dataset_path": "${DATA}", "state_dir": "st", "checkpoint_dir": "../runs",
+        "storage": "sqlite:///db/optuna.db?timeout=30",
+        "trainer": {"python": "venv/bin/python", "warm_start": "~/w.pt", "replay": "c.json",
+                    "hparams": {"artifacts": "none"}},
+        "mlflow": {"tracking_uri": "sqlite:///ml.db"}})
+    config = load_config(path, environ={"DATA": "corpus"})
+    assert config.dataset_path == folder / "corpus"  # a ${VAR} in the file is the file's
+    assert config.state_dir == folder / "st"
+    assert config.checkpoint_dir == tmp_path / "runs"
+    assert config.storage_url == f"sqlite:///{folder}/db/optuna.db?timeout=30"
+    assert config.tracking_uri == f"sqlite:///{folder}/ml.db"
+    assert config.trainer.python == str(folder / "venv" / "bin" / "python")
+    assert config.trainer.warm_start == Path.home() / "w.pt"
+    assert config.trainer.replay == folder / "c.json"
+    assert list(elsewhere.iterdir()) == []
+    # Left out, the state folder is beside the file; a program without a slash is on PATH.
+    config = load_config(write(folder, {"dataset_path": "d", "trainer": {"python": "python3"}}),
+                         environ={})
+    assert config.state_dir == folder / ".state" and config.trainer.python == "python3"
+    assert config.storage_url == f"sqlite:///{folder}/.state/optuna.db"
+
+
+def test_paths_from_the_command_line_or_the_environment_are_the_working_folders(
+        tmp_path, monkeypatch):
+    folder, here = tmp_path / "project", tmp_path / "here"
+    folder.mkdir()
+    here.mkdir()
+    monkeypatch.chdir(here)
+    environ = {"SMART_TUNER_STORAGE": "sqlite:///o.db", "MLFLOW_TRACKING_URI": "sqlite:///m.db"}
+    config = load_config(write(folder, {"dataset_path": "d", "state_dir": "st"}), environ,
+                         overrides=["state_dir=mine", "trainer.warm_start=w.pt",
+                                    "trainer.hparams.test_sentence=a/b"])
+    assert config.dataset_path == folder / "d"
+    assert config.state_dir == here / "mine" and config.trainer.warm_start == here / "w.pt"
+    assert config.storage_url == f"sqlite:///{here}/o.db"
+    assert config.tracking_uri == f"sqlite:///{here}/m.db"
+    assert config.fixed_hparams == {"test_sentence": "a/b"}  # not a path: as it is
+
+
+def test_the_default_config_is_the_one_init_writes_else_a_checkouts(tmp_path, monkeypatch):
+    monkeypatch.delenv("SMART_TUNER_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_config_path() == Path("smart_tuner.yaml")  # named when neither is there
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "smart_tuner.yaml").write_text("dataset_path: d\n")
+    assert default_config_path() == Path("config/smart_tuner.yaml")
+    write_starter(tmp_path)
+    assert default_config_path() == Path("smart_tuner.yaml")
+    monkeypatch.setenv("SMART_TUNER_CONFIG", "/etc/tuner.yaml")
+    assert default_config_path() == Path("/etc/tuner.yaml")
+
+
+def test_the_starter_config_is_the_shipped_one_with_its_paths_beside_it(tmp_path):
+    assert SHIPPED_CONFIG.read_text() == (CONFIG_DIR / "smart_tuner.yaml").read_text()
+    path = write_starter(tmp_path / "new")
+    assert "../" not in path.read_text()
+    config = load_config(path, environ={})
+    assert config.state_dir == tmp_path / "new" / ".state"
+    assert config.dataset_path == tmp_path / "new" / "data" / "LJSpeech-1.1"
+    shipped = load_config(SHIPPED_CONFIG, environ={}).to_dict()
+    starter = config.to_dict()
+    different = {key for key in shipped if shipped[key] != starter[key]}
+    assert different == {"dataset_path", "state_dir", "checkpoint_dir", "storage", "mlflow"}
+    path.write_text("mine")
+    with pytest.raises(FileExistsError):
+        write_starter(tmp_path / "new")
+    assert path.read_text() == "mine"
+
+
 def test_storage_and_tracking_uri_from_the_environment(tmp_path):
     environ = {"SMART_TUNER_STORAGE": "postgresql://db/optuna",
                "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
@@ -88,8 +168,8 @@ def test_storage_and_tracking_uri_from_the_environment(tmp_path):
     assert config.storage_url == "postgresql+psycopg://db/optuna"  # the installed driver
     assert config.tracking_uri == "http://mlflow:5000"
     # a value in the file wins over the environment
-    config = load(tmp_path, {"dataset_path": "d", "storage": "sqlite:///x.db"}, environ)
-    assert config.storage_url == "sqlite:///x.db"
+    config = load(tmp_path, {"dataset_path": "d", "storage": "sqlite:////x.db"}, environ)
+    assert config.storage_url == "sqlite:////x.db"
 
 
 def test_the_storage_password_is_never_shown(tmp_path):
@@ -250,7 +330,7 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"nowhere\.yaml:\n  cannot read the file"):
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml:\n  no such file; `smart-tuner init`"):
         load_config(tmp_path / "nowhere.yaml")
 
 

@@ -8,7 +8,16 @@ import pytest
 import soundfile as sf
 
 from tests.deadlines import scaled
-from train.corpus import SAMPLE_RATE, Espeak, generate_corpus, generate_sentences, main
+from train.corpus import (
+    HARD_SENTENCES,
+    HELD_OUT,
+    SAMPLE_RATE,
+    Espeak,
+    generate_corpus,
+    generate_sentences,
+    main,
+    trim_silence,
+)
 from train.tacotron2.text import normalize
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +70,22 @@ def test_held_out_sentences_are_not_in_the_corpus_and_are_spoken(small_corpus: P
         assert sf.info(small_corpus / "heldout" / f"{clip_id}.wav").duration > 0.5
     # The corpus itself is what it was before held-out sentences existed.
     assert [text for _, text, _ in read_metadata(small_corpus)] == generate_sentences(N_CLIPS)
+
+
+def test_hard_sentences_are_written_after_and_apart_from_the_rest(small_corpus: Path,
+                                                                 tmp_path: Path) -> None:
+    hard = [line.split("|") for line in
+            (small_corpus / "hard.csv").read_text(encoding="utf-8").splitlines()]
+    assert [text for _, text, _ in hard] == list(HARD_SENTENCES)
+    for clip_id, text, normalized in hard:
+        assert normalized == normalize(text)
+        assert sf.info(small_corpus / "hard" / f"{clip_id}.wav").duration > 2.0
+    # Spoken last, so the corpus's and the held-out clips are what a corpus without them had.
+    with Espeak() as speaker:
+        *_, last = (speaker.synthesize(normalize(text))
+                    for text in generate_sentences(N_CLIPS + HELD_OUT))
+    recorded, _ = sf.read(small_corpus / "heldout" / "HELD-0003.wav", dtype="int16")
+    np.testing.assert_array_equal(trim_silence(last), recorded)
 
 
 def test_same_seed_gives_identical_files(small_corpus: Path, tmp_path: Path) -> None:

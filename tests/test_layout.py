@@ -35,8 +35,8 @@ ROOMS = {
     ],
     "train": [
         ("train.tacotron2",),
-        ("train.arguments", "train.corpus", "train.launcher", "train.render", "train.replay",
-         "train.synthesize", "train.__main__", "train"),
+        ("train.arguments", "train.corpus", "train.evaluate", "train.launcher", "train.render",
+         "train.replay", "train.synthesize", "train.__main__", "train"),
     ],
 }
 # Between packages: bot uses tuner_core, which uses train; never the other way.

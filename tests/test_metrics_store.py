@@ -1,4 +1,4 @@
-"""The metrics store: series, summaries and anomalies of trial histories."""
+"""A trial's metrics: anomalies found in its series, and what the storage keeps of them."""
 
 import json
 import math
@@ -6,51 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-import pytest
 import yaml
 
 from tuner_core.config import load_config
-from tuner_core.rules.metric_history import detect_anomalies, series, summary
+from tuner_core.rules.metric_history import detect_anomalies
 from tuner_core.trial.runner import TrialRunner
-
-
-def trial_with(history: dict[str, list]) -> optuna.trial.FrozenTrial:
-    return optuna.trial.create_trial(value=0.0, user_attrs={"history": history})
 
 
 def steady(n: int, level: float = 2.0) -> list[float]:
     """``n`` values wiggling around ``level`` by ±2.5 %."""
     return [level * (1 + 0.025 * (-1) ** i) for i in range(n)]
-
-
-def test_series_pairs_epochs_with_finite_values_only():
-    trial = trial_with({"epoch": [1, 2, 3, 4], "val_loss": [1.0, None, 0.5, math.nan]})
-    assert series(trial, "val_loss") == [(1, 1.0), (3, 0.5)]
-    assert series(trial, "grad_norm") == []
-
-
-def test_summary_of_a_falling_loss():
-    trial = trial_with({"epoch": [1, 2, 3, 4, 5, 6],
-                        "val_loss": [1.0, 0.8, 0.6, 0.7, 0.5, 0.4]})
-    stats = summary(trial, "val_loss", window=5)
-    assert stats["best"] == 0.4 and stats["best_epoch"] == 6 and stats["last"] == 0.4
-    assert stats["mean"] == pytest.approx(4.0 / 6)
-    # Least squares over epochs 2..6: sum((x-4)(y-0.6)) / sum((x-4)^2) = -0.9 / 10.
-    assert stats["trend"] == pytest.approx(-0.09)
-
-
-def test_summary_follows_the_metric_sense_and_the_study_direction():
-    trial = trial_with({"epoch": [1, 2, 3], "alignment_score": [0.2, 0.6, 0.5],
-                        "objective": [3.0, 1.0, 2.0]})
-    assert summary(trial, "alignment_score")["best_epoch"] == 2
-    assert summary(trial, "objective", direction="minimize")["best"] == 1.0
-    assert summary(trial, "objective", direction="maximize")["best"] == 3.0
-
-
-def test_summary_without_enough_values():
-    trial = trial_with({"epoch": [1], "val_loss": [0.7]})
-    assert summary(trial, "val_loss")["trend"] is None
-    assert summary(trial, "grad_norm") is None
 
 
 def test_a_gradient_spike_is_reported_with_its_epoch():
@@ -106,17 +71,16 @@ def test_since_checks_only_the_newest_validations():
     assert [a.epoch for a in detect_anomalies(history, since=9)] == [10]
 
 
-def test_the_runner_records_anomalies_on_the_trial(tmp_path: Path):
-    """A fake trainer replays validation events with a gradient spike at epoch 8."""
-    grad_norms = [*steady(7, level=3.0), 60.0, 3.0]
+def run_fake_trainer(tmp_path: Path, grad_norms: list[float]) -> optuna.trial.FrozenTrial:
+    """One trial of a fake trainer that replays a validation per ``grad_norms`` value."""
     lines = [{"event": "validation", "time": 0.0, "epoch": epoch, "step": 10 * epoch,
               "train_loss": 1.0 / epoch, "val_loss": 1.1 / epoch, "val_mel_loss": 1.0 / epoch,
               "val_gate_loss": 0.1, "grad_norm": grad_norm, "lr": 1e-3,
               "alignment_score": 0.5, "stop_rate": 0.5, "seconds": float(epoch),
               "epoch_end": True}
              for epoch, grad_norm in enumerate(grad_norms, start=1)]
-    lines.append({"event": "end", "time": 0.0, "status": "done", "epoch": 9, "step": 90,
-                  "seconds": 9.0})
+    lines.append({"event": "end", "time": 0.0, "status": "done", "epoch": len(grad_norms),
+                  "step": 10 * len(grad_norms), "seconds": float(len(grad_norms))})
     events = tmp_path / "events.jsonl"
     events.write_text("".join(json.dumps(line) + "\n" for line in lines))
     trainer = tmp_path / "fake_trainer"
@@ -133,7 +97,25 @@ def test_the_runner_records_anomalies_on_the_trial(tmp_path: Path):
     study = optuna.create_study()
     study.optimize(TrialRunner(load_config(config), "fake", poll_s=0.1), n_trials=1)
     (trial,) = study.trials
+    return trial
+
+
+def test_the_runner_records_anomalies_on_the_trial(tmp_path: Path):
+    """A fake trainer replays validation events with a gradient spike at epoch 8."""
+    trial = run_fake_trainer(tmp_path, [*steady(7, level=3.0), 60.0, 3.0])
     assert trial.user_attrs["outcome"] == "completed"
     (anomaly,) = trial.user_attrs["anomalies"]
     assert (anomaly["metric"], anomaly["epoch"], anomaly["value"]) == ("grad_norm", 8, 60.0)
     assert anomaly["message"].startswith("grad_norm spiked to 60 at epoch 8")
+
+
+def test_the_storage_keeps_one_number_per_validation(tmp_path: Path):
+    """Per-epoch values are the trial's intermediate values (what Optuna's tools plot), not
+    a user attribute that ``optuna trials`` would print on every row (issue 22, item 18)."""
+    trial = run_fake_trainer(tmp_path, steady(40, level=3.0))
+    assert list(trial.intermediate_values) == list(range(1, 41))
+    assert trial.value == min(trial.intermediate_values.values())  # the objective's
+    assert "history" not in trial.user_attrs
+    assert trial.user_attrs["last_metrics"]["epoch"] == 40  # the latest validation alone
+    # 40 epochs leave the user attributes as small as 1: a row of `optuna trials` stays short.
+    assert len(json.dumps(trial.user_attrs)) < 1500

@@ -1,6 +1,6 @@
 """The project as a package: ``pip install .`` gives working console scripts (each naming
-itself in its --help), building leaves nothing git does not ignore, and what pyproject.toml
-declares is what the pinned environment (requirements*.txt) provides."""
+itself in its --help) and a starter config, building leaves nothing git does not ignore, and
+what pyproject.toml declares is what the pinned environment (requirements*.txt) provides."""
 
 import importlib.machinery
 import importlib.metadata
@@ -11,6 +11,7 @@ import sys
 import sysconfig
 import tomllib
 import types
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -64,13 +65,17 @@ def test_pip_install_gives_working_console_scripts(tmp_path):
                    timeout=scaled(300))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", *offline, "--wheel-dir",
                     str(source / "dist"), str(source)], check=True, timeout=scaled(300))
-    assert (source / "build").is_dir() and list((source / "dist").glob("*.whl"))
-    assert untracked(source) == []
+    (wheel,) = (source / "dist").glob("*.whl")
+    assert (source / "build").is_dir() and untracked(source) == []
+    # The shipped config, which init copies, travels as package data.
+    assert zipfile.ZipFile(wheel).read("tuner_core/config/smart_tuner.yaml") == (
+        ROOT / "config" / "smart_tuner.yaml").read_bytes()
     assert sorted(path.name for path in purelib.iterdir() if path.name in
                   (*PACKAGES, "tests", "bench")) == sorted(PACKAGES)
 
     # Run away from the checkout, so that only the installed copy can be imported.
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PYTHONPATH", "SMART_TUNER_CONFIG")}
     outside = tmp_path / "elsewhere"
     outside.mkdir()
 
@@ -84,6 +89,13 @@ def test_pip_install_gives_working_console_scripts(tmp_path):
         str(purelib))
     assert "usage: smart-tuner [-h] COMMAND" in run("smart-tuner", "--help")
     assert "--study NAME" in run("smart-tuner", "delete", "--help")
+    # Outside a checkout: init writes the default config, whose state folder is beside it.
+    assert "else ./smart_tuner.yaml" in " ".join(run("smart-tuner", "--help").split())
+    assert "wrote smart_tuner.yaml" in run("smart-tuner", "init")
+    checked = subprocess.run([str(venv / "bin" / "smart-tuner"), "check"], cwd=outside, env=env,
+                             capture_output=True, text=True, timeout=scaled(120))
+    assert f"[ok] state folder: {outside}/.state (new" in checked.stdout, checked.stderr
+    assert f"[FAIL] dataset: {outside}/data/LJSpeech-1.1" in checked.stdout
     assert "learning_rate: float = 0.001" in run("smart-tuner-train", "--list-hparams")
     assert "usage: smart-tuner-bot" in run("smart-tuner-bot", "--help")
     # Each command's --help names it as it was invoked, in its usage and its examples.

@@ -166,6 +166,44 @@ def test_pruned_curves_stand_out_and_end_where_they_were_cut(figures):
     assert pruned.get_alpha() >= 0.7 and pruned.get_marker() == "v"
 
 
+def test_every_trial_is_named_at_the_end_of_its_curve_in_a_colour_of_its_own(figures):
+    study = new_study()
+    add_trial(study, "completed", [20.0, 7.0, 6.0, 5.5])
+    add_trial(study, "pruned", [18.0, 7.5])
+    add_trial(study, "pruned", [19.0, 7.52])  # cut beside trial 1
+    add_trial(study, "early_stopped", [16.0, 6.8, 6.4])
+    figure = plots.learning_curves_png(study)
+    assert len(figure.axes) == 1  # no colour bar, which cannot name 4 trials
+    labels = {text.get_text(): text for text in figure.axes[0].texts}
+    assert set(labels) == {"0", "1", "2", "3"}
+    assert labels["1"].xy == (2, 7.5) and labels["3"].xy == (3, 6.4)
+    # Labels of curves cut at one point and one height stand side by side.
+    assert labels["1"].xyann != labels["2"].xyann
+    colours = [to_rgb(labels[number].get_color()) for number in "0123"]
+    assert colours[0] == to_rgb(plots.BEST_COLOR) and len(set(colours)) == 4
+
+
+def test_first_validations_do_not_squash_the_range_where_trials_differ(figures):
+    study = new_study()
+    add_trial(study, "completed", [21.0, 7.0, 6.0, 5.0])
+    add_trial(study, "pruned", [15.0, 6.5, 6.2])
+    ax = plots.learning_curves_png(study).axes[0]
+    low, high = ax.get_ylim()
+    assert ax.get_yscale() == "log" and 4.5 < low < 5.0 and 7.0 < high < 7.6
+    # A value at or below zero cannot be on a log scale: the axis stays linear.
+    add_trial(study, "completed", [2.0, -0.5])
+    assert plots.learning_curves_png(study).axes[0].get_yscale() == "linear"
+
+
+def test_the_best_curve_lies_beneath_the_other_trials_curves_and_marks(figures):
+    study = new_study()
+    add_trial(study, "completed", [1.0, 0.8, 0.6])
+    add_trial(study, "pruned", [1.1, 0.8])
+    lines = plots.learning_curves_png(study).axes[0].get_lines()
+    (best,) = [line for line in lines if to_rgb(line.get_color()) == to_rgb(plots.BEST_COLOR)]
+    assert all(best.get_zorder() < line.get_zorder() for line in lines if line is not best)
+
+
 def test_titles_fit_however_long_the_study_name(figures):
     study = optuna.create_study(study_name="tacotron2_smart_tuning-20250301-101500-" * 2)
     for k in range(plots.MIN_TRIALS_FOR_IMPORTANCES):

@@ -78,7 +78,7 @@ def serve(commands: list[list[str]], cwd: Path, env: dict[str, str]) -> None:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         checks.append(
             (f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=tacotron2_demo",
-             "custom_model_development") if "mlflow" in words else
+             '"name": "tacotron2_demo"') if "mlflow" in words else
             (f"{url}/api/studies", "tacotron2_demo-"))
     try:
         startup_s = scaled(STARTUP_TIMEOUT_S)
@@ -117,6 +117,7 @@ def test_the_readme_tracking_commands_work_as_written_after_a_demo(tmp_path, cor
                      ".venv/bin/python -m tuner_core promote best --config config/demo.yaml",
                      ".venv/bin/python -m mlflow ui --backend-store-uri sqlite:///",
                      "then open http://127.0.0.1:5000/#/experiments/",
+                     "?workflowType=machine_learning\n",
                      ".venv/bin/optuna-dashboard sqlite:///",
                      ".venv/bin/python -m tuner_core report --config config/demo.yaml",
                      ".venv/bin/python -m train.synthesize --checkpoint "

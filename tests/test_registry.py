@@ -51,28 +51,41 @@ def test_each_new_best_trial_is_registered_as_a_version(tracked_study):
         trial = study.trials[info["trial"]]
         assert trial.user_attrs["registered_version"] == info["version"]
         assert info["study"] == "tracked" and info["run_id"] == trial.user_attrs["mlflow_run_id"]
-        # Tags are rounded to 4 significant digits, for reading.
-        assert info["value"] == pytest.approx(trial.value, rel=1e-3)
+        assert info["value"] == trial.value
         assert info["params"]["sampling_rate"] == trial.params["sampling_rate"]
-        assert info["params"]["learning_rate"] == pytest.approx(trial.params["learning_rate"],
-                                                                rel=1e-3)
+        assert info["params"]["learning_rate"] == trial.params["learning_rate"]
         assert info["objective_metric"] == "val_loss"
         # The metrics are those of the validation that saved the best checkpoint.
-        assert info["metrics"]["val_loss"] == pytest.approx(
-            min(trial.user_attrs["history"]["val_loss"]), rel=1e-3)
+        val_loss = {point.step: point.value for point in mlflow_client(
+            tracked_study.config).get_metric_history(info["run_id"], "val_loss")}
+        assert info["metrics"]["val_loss"] == val_loss[info["epoch"]]
+        assert info["metrics"]["val_loss"] == min(val_loss.values())
     assert "registered_version" not in study.trials[1].user_attrs
     assert SmartTuner(tracked_study.config_path).best_version("tracked") == "2"
 
 
-def test_version_tags_are_readable_one_per_parameter(tracked_study):
-    version = mlflow_client(tracked_study.config).get_model_version("test", "2")
+def test_a_versions_metrics_are_linked_to_its_model_and_its_tags_say_where_from(
+        tracked_study):
+    client = mlflow_client(tracked_study.config)
+    version = client.get_model_version("test", "2")
     trial = tracked_study.study.trials[2]
-    tags = version.tags
-    assert tags["study"] == "tracked" and tags["trial"] == "2"
-    assert tags["value"] == f"{trial.value:.4g}"
-    assert tags["param.learning_rate"] == "0.005" and tags["param.artifacts"] == "validation"
-    assert tags["metric.epoch"] == "2"
-    assert all(len(value) <= 16 for value in tags.values()), tags
+    # Tags for what is neither a metric nor a param (issue 22, item 17: 26 tags before).
+    assert version.tags == {"study": "tracked", "trial": "2", "objective_metric": "val_loss",
+                            "hparams_digest": version.tags["hparams_digest"]}
+    experiment = client.get_experiment_by_name("test").experiment_id
+    (model,) = [model for model in client.search_logged_models([experiment])
+                if model.artifact_location == version.source]
+    assert model.params["learning_rate"] == "0.005"
+    linked = {point.key: point for point in model.metrics}
+    assert linked["best_objective"].value == trial.value
+    assert linked["val_loss"].step == 2 and linked["val_loss"].run_id == version.run_id
+    assert "epoch" not in linked and "step" not in linked
+    # The same points as the run's: linking them to the model added none to the run.
+    run_points = client.get_metric_history(version.run_id, "val_loss")
+    assert [point.step for point in run_points] == [1, 2]
+    assert (run_points[-1].value, run_points[-1].timestamp) == (
+        linked["val_loss"].value, linked["val_loss"].timestamp)
+    assert len(client.get_metric_history(version.run_id, "best_objective")) == 1
 
 
 def test_registered_versions_are_mlflow_models(tracked_study, monkeypatch):
@@ -162,6 +175,22 @@ def test_export_writes_a_self_contained_folder(tracked_study, tmp_path):
     wav, rate = soundfile.read(out / "sample.wav")
     assert rate == 22050 and len(wav) > 0
     assert "sample.wav" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_models_and_export_say_their_own_lines_only(tracked_study, tmp_path):
+    """MLflow's download progress bars and INFO records stay off the console of the
+    commands that read the registry (issue 22, item 14)."""
+    for command in (["models"], ["export", "2", "--out", str(tmp_path / "out")]):
+        done = subprocess.run(
+            [sys.executable, "-m", "tuner_core", *command, "--config",
+             str(tracked_study.config_path)], cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+            timeout=scaled(120))
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "Downloading artifacts" not in done.stderr, done.stderr[-2000:]
+        chatter = [line for line in done.stderr.splitlines()
+                   if " INFO " in line and (" mlflow" in line or " alembic" in line)]
+        assert not chatter, done.stderr[-2000:]
 
 
 def test_the_champion_checkpoint_is_used_through_its_models_uri(tracked_study, tmp_path):

@@ -20,6 +20,7 @@ from tuner_core import ConfigError, load_config
 from tuner_core.reporting import best_trial
 from tuner_core.storage import CONFIRMS_ATTR, TRAINING_SEED_ATTR, confirmation_groups
 from tuner_core.study import create_study, run_worker
+from tuner_core.trial import TrialListener
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "bench" / "curves" / "demo.json.gz"
@@ -199,15 +200,26 @@ def test_a_replayed_trial_draws_nothing(tmp_path):
 
 
 def test_the_pruner_may_compare_another_loss_than_the_objective(tmp_path, table):
+    class Validations(TrialListener):
+        """(train_loss, objective) of each validation the runner judged, by trial."""
+
+        def __init__(self):
+            self.heard: dict[int, list[tuple[float, float]]] = {}
+
+        def trainer_event(self, trial, event, objective):
+            if event["event"] == "validation":
+                self.heard.setdefault(trial.number, []).append((event["train_loss"], objective))
+
     config = load_config(replay_config(tmp_path, early_stopping={}, n_trials=2,
                                        pruner={"type": "median", "metric": "train_loss"}))
     study = create_study(config, "on-train-loss", 2)
-    run_worker(config, study, poll_s=0.05)
+    validations = Validations()
+    run_worker(config, study, validations, poll_s=0.05)
     for trial in study.get_trials():
-        history = trial.user_attrs["history"]
-        assert list(trial.intermediate_values.values()) == history["train_loss"]
+        heard = validations.heard[trial.number]
+        assert list(trial.intermediate_values.values()) == [loss for loss, _ in heard]
         # The trial's value is still the objective's best.
-        assert trial.value == min(value for value in history["objective"] if value is not None)
+        assert trial.value == min(objective for _, objective in heard)
     assert study.user_attrs["config"]["reported_metric"] == "train_loss"
 
 

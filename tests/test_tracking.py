@@ -1,5 +1,6 @@
 """MLflow tracking of a real tiny study: parent and child runs, metrics, tags, artifacts."""
 
+import hashlib
 import logging
 import subprocess
 import sys
@@ -14,9 +15,16 @@ from tests.conftest import TEST_HPARAMS, TrackedStudy
 from tests.deadlines import scaled
 from tests.test_tuner import ROOT, write_config
 from tuner_core.config import load_config
+from tuner_core.reporting.next_steps import closing_note
 from tuner_core.study import create_study, run_worker
+from tuner_core.tracking import provenance
 from tuner_core.tracking.runs import TRACKED_METRICS, MlflowTracker
-from tuner_core.tracking.store import ensure_experiment, mlflow_client, mlflow_ui_command
+from tuner_core.tracking.store import (
+    ensure_experiment,
+    experiment_url,
+    mlflow_client,
+    mlflow_ui_command,
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +87,7 @@ def test_metrics_have_one_point_per_validated_epoch(tracked_study, client):
             history = client.get_metric_history(run.info.run_id, metric)
             assert [point.step for point in history] == epochs, metric
         val_loss = [p.value for p in client.get_metric_history(run.info.run_id, "val_loss")]
-        assert val_loss == pytest.approx(trial.user_attrs["history"]["val_loss"])
+        assert val_loss[-1] == pytest.approx(trial.user_attrs["last_metrics"]["val_loss"])
         objective = [p.value for p in client.get_metric_history(run.info.run_id, "objective")]
         assert objective == pytest.approx(list(trial.intermediate_values.values()))
     best = trial_run(client, tracked_study, 2)
@@ -127,17 +135,79 @@ def test_what_a_trial_leaves_on_disk_is_logged_when_it_ends_whatever_its_outcome
                       "mel/mel_e0002.png"]
 
 
-def test_the_experiment_opens_in_mlflows_model_training_view(tracked_study, client, tmp_path,
-                                                             corpus, mel_cache):
-    experiment = client.get_experiment_by_name("test")
-    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    # An experiment created before the tag existed gets it on next use.
+def test_the_printed_url_opens_mlflows_model_training_view(tracked_study, client):
+    """MLflow's UI (3.17) picks its view from the URL's workflowType, not from a tag."""
+    experiment = client.get_experiment_by_name("test").experiment_id
+    url = experiment_url("http://127.0.0.1:5000/", experiment)
+    assert url == (f"http://127.0.0.1:5000/#/experiments/{experiment}"
+                   "?workflowType=machine_learning")
+    # What the installed UI reads: the parameter, and that value of it.
+    (bundle,) = Path(mlflow.__file__).parent.glob("server/js/build/static/js/main.*.js")
+    code = bundle.read_text()
+    assert 'MACHINE_LEARNING="machine_learning"' in code and '.get("workflowType")' in code
+
+
+def test_the_closing_note_opens_mlflow_in_its_training_view(tmp_path, corpus, mel_cache):
     config = load_config(write_config(tmp_path, corpus, mel_cache, mlflow={"enabled": True}))
-    older = mlflow_client(config)
-    older.create_experiment("test")
-    experiment_id = ensure_experiment(older, config)
-    assert older.get_experiment(experiment_id).tags["mlflow.experimentKind"] == (
-        "custom_model_development")
+    note = closing_note(config, optuna.create_study(study_name="s"), "my.yaml")
+    experiment = ensure_experiment(mlflow_client(config), config)
+    assert (f"then open http://127.0.0.1:5000/#/experiments/{experiment}"
+            "?workflowType=machine_learning\n") in note
+
+
+def test_the_study_run_sums_up_the_study_as_its_trials_end(tracked_study, client):
+    study = tracked_study.study
+    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    metrics, tags = parent.data.metrics, parent.data.tags
+    assert (metrics["trials_complete"], metrics["trials_pruned"], metrics["trials_fail"]) == (
+        3, 1, 1)
+    assert metrics["best_value"] == pytest.approx(study.best_value)
+    assert tags["best.trial"] == "2" and tags["best.learning_rate"] == "0.005"
+    assert tags["best.sampling_rate"] == "22050"
+    # Kept up to date: one point per ended trial (step: trials ended so far), and the
+    # best value as it went (trial 0, then trial 2 from the third ended trial on).
+    counted = client.get_metric_history(parent.info.run_id, "trials_complete")
+    assert [point.step for point in counted][:5] == [1, 2, 3, 4, 5]
+    best = {point.step: point.value for point in
+            client.get_metric_history(parent.info.run_id, "best_value")}
+    assert best[1] == pytest.approx(study.trials[0].value)
+    assert best[3] == pytest.approx(study.trials[2].value)
+
+
+def test_every_run_records_the_code_version_and_the_dataset(tracked_study, client):
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True)
+    commit = done.stdout.strip() if done.returncode == 0 else "unknown"
+    metadata = (tracked_study.config.dataset_path / "metadata.csv").read_bytes()
+    study = tracked_study.study
+    run_ids = [study.user_attrs["mlflow_parent_run_id"],
+               *(trial.user_attrs["mlflow_run_id"] for trial in study.trials)]
+    for run_id in run_ids:
+        run = client.get_run(run_id)
+        assert run.data.tags["mlflow.source.git.commit"] == commit
+        (used,) = run.inputs.dataset_inputs
+        assert used.dataset.name == tracked_study.config.dataset_path.name
+        assert used.dataset.digest == hashlib.sha256(metadata).hexdigest()[:16]
+        assert str(tracked_study.config.dataset_path.resolve()) in used.dataset.source
+        assert {tag.key: tag.value for tag in used.tags} == {"mlflow.data.context": "training"}
+
+
+def test_a_filelist_corpus_is_its_own_dataset_and_a_missing_one_none(tmp_path):
+    filelist = tmp_path / "train_filelist.txt"
+    filelist.write_text("wavs/a.wav|Hello.\n")
+    used = provenance.dataset_input(filelist)
+    assert used.dataset.name == "train_filelist"
+    assert used.dataset.digest == hashlib.sha256(filelist.read_bytes()).hexdigest()[:16]
+    assert provenance.dataset_input(tmp_path / "absent") is None
+
+
+def test_the_code_version_outside_a_checkout_is_unknown(tmp_path, monkeypatch):
+    monkeypatch.setattr(provenance, "PROJECT_ROOT", tmp_path)
+    provenance.code_version.cache_clear()
+    try:
+        assert provenance.code_version() == "unknown"
+    finally:
+        provenance.code_version.cache_clear()
 
 
 def test_a_tracking_failure_does_not_fail_the_trial(corpus, mel_cache, tmp_path, caplog):

@@ -145,7 +145,7 @@ def test_threads_opening_a_new_storage_at_once_share_one(tmp_path, corpus, mel_c
 def test_every_command_and_option_is_described_in_plain_text(capsys):
     subcommands = next(action for action in build_parser()._actions
                        if isinstance(action, argparse._SubParsersAction))
-    assert list(subcommands.choices) == list(COMMANDS)
+    assert list(subcommands.choices) == [*COMMANDS, "init"]
     for name, parser in subcommands.choices.items():
         assert parser.description, name
         for action in parser._actions:
@@ -158,6 +158,51 @@ def test_every_command_and_option_is_described_in_plain_text(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert "``" not in text and "delete    Delete a study" in text
+
+
+def test_help_says_where_the_default_config_is_looked_for(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert ("takes --config: default $SMART_TUNER_CONFIG, else ./smart_tuner.yaml (what "
+            "\"init\" writes), else ./config/smart_tuner.yaml") in shown
+    assert "Relative paths in a config are taken from its folder" in shown
+    with pytest.raises(SystemExit):
+        main(["status", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "else ./smart_tuner.yaml as init writes it, else ./config/smart_tuner.yaml" in shown
+
+
+def test_the_same_config_from_another_working_folder_uses_the_same_state(
+        tmp_path, monkeypatch, capsys):
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    config = project / "tuner.yaml"
+    config.write_text("dataset_path: corpus\nstate_dir: state\n")
+    monkeypatch.chdir(project)
+    create_study(load_config("tuner.yaml"), "made-here", 1)
+    monkeypatch.chdir(elsewhere)
+    assert main(["studies", "--config", "../project/tuner.yaml"]) == 0
+    assert "made-here" in capsys.readouterr().out
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_init_writes_a_starter_config_that_loads_and_checks(tmp_path, corpus, monkeypatch,
+                                                            capsys):
+    monkeypatch.delenv("SMART_TUNER_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "new"]) == 0
+    assert "check --config new/smart_tuner.yaml" in capsys.readouterr().out
+    starter = (tmp_path / "new" / "smart_tuner.yaml").read_text()
+    assert main(["init", "new"]) == 2
+    assert "new/smart_tuner.yaml exists; nothing written" in capsys.readouterr().err
+    assert (tmp_path / "new" / "smart_tuner.yaml").read_text() == starter
+    monkeypatch.chdir(tmp_path / "new")  # where it is the default config
+    assert main(["check", "--set", f"dataset_path={corpus}"]) == 0
+    out = capsys.readouterr().out
+    assert f"[ok] state folder: {tmp_path}/new/.state (new" in out
+    assert "[ok] dataset: 20 utterances" in out and "[ok] storage" in out
 
 
 def test_set_overrides_the_config_file(tmp_path, corpus, mel_cache, capsys):

@@ -4,6 +4,8 @@ The tools, each an entry point:
 
 - ``python -m train`` (``__main__``, the ``smart-tuner-train`` script): one training run;
 - ``python -m train.synthesize``: a checkpoint speaks, with its alignment and stop scores;
+- ``python -m train.evaluate``: a checkpoint judged as a listener would (gate, length, CER,
+  MCD, skipped and repeated words), or a vocoder by copy synthesis;
 - ``python -m train.corpus``: a small synthetic corpus for the demo and the tests;
 - ``python -m train.render``: the plots and audio of a run that stopped before drawing them;
 - ``python -m train.launcher``: a warm process (the tuner's) that forks trainers without

@@ -1,5 +1,5 @@
-"""Value types shared by the project's command lines (argparse ``type=`` callables), and the
-name a command shows in its ``--help``."""
+"""Value types and arguments shared by the project's command lines (argparse ``type=``
+callables, ``--vocoder``), and the name a command shows in its ``--help``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import argparse
 import re
 import sys
 from pathlib import Path
+
+from train.tacotron2.vocoder import spec_problem
 
 
 def positive_int(text: str) -> int:
@@ -18,6 +20,22 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def vocoder_spec(text: str) -> str:
+    """A vocoder's name or generator checkpoint (see train.tacotron2.vocoder), or an argparse
+    error that lists the names."""
+    if problem := spec_problem(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return text
+
+
+def add_vocoder_argument(parser: argparse.ArgumentParser) -> None:
+    """``--vocoder``: the vocoder that speaks, instead of the checkpoint's ``vocoder`` hparam."""
+    parser.add_argument("--vocoder", type=vocoder_spec, metavar="VOCODER",
+                        help="griffin_lim, hifigan_universal, hifigan_ljspeech, a HiFi-GAN "
+                             "generator checkpoint, or auto (default: the checkpoint's "
+                             "vocoder hparam, auto unless set)")
 
 
 def program_name(module: str) -> str | None:

@@ -7,6 +7,9 @@
     DIR/heldout.csv         HELD-0001|...  sentences that are not in the corpus, with
     DIR/heldout/HELD-0001.wav              their renderings: what a trained model should
                                            sound like (and last) on text it never saw
+    DIR/hard.csv            HARD-0001|...  the fixed hard sentences (long ones, numbers,
+    DIR/hard/HARD-0001.wav                 repeated words, lists) on which a model's
+                                           attention skips or repeats words, if it does
 
 (``id|text|normalized_text``, no header.) The sentences come from templates filled by a seeded
 ``random.Random``, so a given ``n`` and ``seed`` always give the same corpus, audio bytes
@@ -283,6 +286,19 @@ TEMPLATES = (
 
 _DRAWS_PER_SENTENCE = 100  # give up on distinct sentences after this many tries each
 HELD_OUT = 3  # sentences drawn after the corpus's own, kept out of it
+# Where attention slips (FastSpeech's robustness test, in small): long sentences, runs of
+# numbers, the same word again and again, lists. Spoken after everything else, so the
+# corpus's and the held-out clips stay byte for byte what they were before these.
+HARD_SENTENCES = (
+    "When the ancient golden clock in the quiet town finally struck twelve, Anna, Ben and "
+    "Clara walked slowly across the broken bridge towards the famous garden.",
+    "On March 3rd, 1998, Dr. Lee paid $1,234.56 for 17 tickets and 2,500 candles.",
+    "At 7:45 on Friday, prices rose by 12% to $19.99, then fell by 3.5% before 9:15.",
+    "It was a very, very, very long day, and the bells rang and rang and rang again.",
+    "She bought apples, books, chairs, lamps, bottles, tickets, candles, baskets, clocks "
+    "and boxes.",
+    "One, two, three, four, five, six, seven, eight, nine, ten, eleven, twelve.",
+)
 
 
 def _fill(template: str, rng: random.Random) -> str:
@@ -309,19 +325,22 @@ def generate_sentences(n: int, seed: int = 0) -> list[str]:
 
 
 def generate_corpus(out: Path, n: int, seed: int = 0) -> Path:
-    """Write ``n`` clips and ``metadata.csv`` into the folder ``out``; return ``out``."""
+    """Write ``n`` clips and ``metadata.csv`` (and the held-out and hard sentences) into the
+    folder ``out``; return ``out``."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     # The same draws as generate_sentences(n, seed), then HELD_OUT more: distinct from them.
     sentences = generate_sentences(n + HELD_OUT, seed)
     parts = {"metadata.csv": ("wavs", "DEMO", sentences[:n]),
-             "heldout.csv": ("heldout", "HELD", sentences[n:])}
+             "heldout.csv": ("heldout", "HELD", sentences[n:]),
+             "hard.csv": ("hard", "HARD", list(HARD_SENTENCES))}
     try:
         for folder, _, _ in parts.values():
             (out / folder).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OSError(f"cannot write the corpus to {out}: {err.strerror}") from err
-    with Espeak() as speaker, tqdm(total=len(sentences), desc="synthesising", unit="clip") as bar:
+    clips = len(sentences) + len(HARD_SENTENCES)
+    with Espeak() as speaker, tqdm(total=clips, desc="synthesising", unit="clip") as bar:
         if speaker.sample_rate != SAMPLE_RATE:
             raise RuntimeError(f"espeak-ng speaks at {speaker.sample_rate} Hz, not {SAMPLE_RATE}")
         for table, (folder, prefix, texts) in parts.items():

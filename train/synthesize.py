@@ -14,13 +14,15 @@ ratio to it: a model that speaks stops by the gate within a few tenths of the re
 ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` (a folder holding ``best.pt``), looked
 up at ``--tracking-uri`` (default ``$MLFLOW_TRACKING_URI``).
 
-The mel spectrogram is turned into audio with Griffin-Lim (no neural vocoder is
-needed, so the result sounds robotic but is intelligible for a trained model).
+The mel spectrogram is turned into audio by the checkpoint's ``vocoder`` hparam (``auto``:
+HiFi-GAN's universal generator where its weights are installed, else Griffin-Lim), or by
+``--vocoder`` (see :mod:`train.tacotron2.vocoder`); each line names it.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -28,14 +30,15 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from train.arguments import described, program_name
+from train.arguments import add_vocoder_argument, described, program_name
 from train.tacotron2.alignment import utterance_alignment
 from train.tacotron2.artifacts import Speech, synthesize
 from train.tacotron2.audio import NonFiniteAudio, save_wav
 from train.tacotron2.checkpoint import CheckpointError, load_checkpoint
 from train.tacotron2.free_running import format_stop_metric
-from train.tacotron2.hparams import HParams
+from train.tacotron2.hparams import HParams, HParamsError
 from train.tacotron2.model import Tacotron2
+from train.tacotron2.vocoder import VocoderError, load_vocoder
 
 
 def load_model(checkpoint: Path, device: str = "cpu") -> tuple[Tacotron2, HParams]:
@@ -107,17 +110,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True,
                         help="WAV file to write (a folder with --held-out)")
     parser.add_argument("--seed", type=int, default=0, help="the prenet's dropout is random")
+    add_vocoder_argument(parser)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # which vocoder auto chose
     torch.manual_seed(args.seed)
     try:
         checkpoint = (registered_checkpoint(args.checkpoint, args.tracking_uri)
                       if args.checkpoint.startswith("models:/") else Path(args.checkpoint))
         state = load_checkpoint(checkpoint)
+        if args.vocoder:  # before the hparams are validated: the saved one may be gone
+            state["hparams"]["vocoder"] = args.vocoder
         model, hp = model_from_state(state)
+        vocoder = load_vocoder(hp.vocoder, hp)
         jobs = ([(args.text, args.reference, args.out)] if args.text else
                 [(text, reference, args.out / f"{reference.stem}.wav")
                  for text, reference in held_out_sentences(args.held_out)])
-    except CheckpointError as exc:
+    except (CheckpointError, HParamsError, VocoderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if scores := state.get("validation"):  # saved by the trainer at that validation
@@ -127,12 +135,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{format_stop_metric(scores['length_ratio'])}")
     for text, reference, out in jobs:
         try:
-            speech = synthesize(model, hp, text)
+            speech = synthesize(model, hp, text, vocoder)
         except NonFiniteAudio as exc:  # a diverged model
             print(f"error: {text!r}: {exc}; nothing written to {out}", file=sys.stderr)
             return 1
         save_wav(out, speech.wav, hp.sampling_rate)
-        print(f"{text!r}: {describe(speech, hp, reference)}; wrote {out}")
+        print(f"{text!r}: {describe(speech, hp, reference)}; wrote {out} ({vocoder.name})")
     return 0
 
 

@@ -1,9 +1,10 @@
 """Smart Tuner's command line (python -m tuner_core, or smart-tuner once installed):
 studies of Tacotron2 trainings, their trials, and the registered models.
 
-Every command takes --config (default: $SMART_TUNER_CONFIG, else config/smart_tuner.yaml)
-and --set KEY.PATH=VALUE to override a setting of it; --study defaults to the latest study.
-Each command's --help describes it.
+Every command but init takes --config: default $SMART_TUNER_CONFIG, else ./smart_tuner.yaml
+(what "init" writes), else ./config/smart_tuner.yaml. Relative paths in a config are taken from
+its folder; those of --set KEY.PATH=VALUE, which overrides a setting, from the working
+folder. --study defaults to the latest study. Each command's --help describes it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import tuner_core
 from train.arguments import positive_int, program_name
 from tuner_core import reporting, study
-from tuner_core.config.location import CONFIG_HELP, default_config_path
+from tuner_core.config.location import CONFIG_HELP, STARTER_CONFIG, default_config_path
+from tuner_core.config.starter import write_starter
 from tuner_core.errors import (
     ConfigError,
     NotReady,
@@ -93,13 +95,31 @@ def cmd_tune(tuner: SmartTuner, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(tuner: SmartTuner, args: argparse.Namespace) -> int:
-    """Join a study from any machine that reaches its storage.
+    """Join a study from any machine that reaches its storage, or stand by for every study.
 
     Together, the study's workers run exactly its trial budget; a worker whose trials
-    are done stays until the others' trials end, to retry any whose worker dies.
+    are done stays until the others' trials end, to retry any whose worker dies. With
+    --follow the worker stands by: it works on whichever study is running (the oldest
+    first) until SIGTERM. With --devices it runs one trainer per device at once.
     """
     check.require_ready(tuner.config)
+    if args.follow:
+        study.follow(tuner.config)
+        return 0
     return _work(tuner, study.load_study(tuner.config, args.study), args)
+
+
+def cmd_workers(tuner: SmartTuner, args: argparse.Namespace) -> int:
+    """List the fleet: each worker's host, devices, current trials and last heartbeat."""
+    rows = [worker | {"devices": ",".join(worker["devices"]),
+                      "state": ("lost" if worker["lost"] else
+                                "idle" if worker["idle"] else "working"),
+                      "trials": " ".join(f"{t['study']}#{t['number']}@{t['device']}"
+                                         for t in worker["trials"]) or None,
+                      "last_seen": f"{time.time() - worker['last_seen']:.0f}s ago"}
+            for worker in tuner.workers()]
+    print_table(rows, ["host", "pid", "devices", "following", "state", "last_seen", "trials"])
+    return 0
 
 
 def _work(tuner: SmartTuner, joined: optuna.Study, args: argparse.Namespace) -> int:
@@ -286,6 +306,22 @@ def cmd_delete(tuner: SmartTuner, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a starter config, smart_tuner.yaml, into FOLDER (default: here).
+
+    It is the full config, every setting explained, its paths taken from FOLDER. A file
+    that is there already is never replaced.
+    """
+    try:
+        path = write_starter(args.folder)
+    except FileExistsError:
+        print(f"error: {args.folder / STARTER_CONFIG} exists; nothing written", file=sys.stderr)
+        return 2
+    command = program_name("tuner_core") or Path(sys.argv[0]).name
+    print(f"wrote {path}; set its dataset_path, then: {command} check --config {path}")
+    return 0
+
+
 def _confirmed(question: str) -> bool:
     try:
         return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
@@ -296,6 +332,7 @@ def _confirmed(question: str) -> bool:
 
 COMMANDS = {"tune": cmd_tune, "worker": cmd_worker, "status": cmd_status, "best": cmd_best,
             "trials": cmd_trials, "stop": cmd_stop, "studies": cmd_studies, "check": cmd_check,
+            "workers": cmd_workers,
             "report": cmd_report, "models": cmd_models, "promote": cmd_promote,
             "export": cmd_export, "delete": cmd_delete}
 
@@ -305,13 +342,21 @@ def _options(name: str, parser: argparse.ArgumentParser) -> None:
     if name in ("tune", "worker"):
         parser.add_argument("--quiet", action="store_true",
                             help="no progress bars; log to the console instead")
+        parser.add_argument("--devices", metavar="SPEC", help="one trainer per device at once: "
+                            "CUDA indices (0,1,2,3), auto, or cpu:N (default: trainer.devices)")
     if name == "tune":
         parser.add_argument("--trials", type=positive_int, metavar="N",
                             help="the study's trial budget, all workers together "
                                  "(default: optimization.n_trials)")
-    if name in ("worker", "delete"):
+    if name == "worker":
+        which = parser.add_mutually_exclusive_group(required=True)
+        which.add_argument("--study", metavar="NAME", help="the study")
+        which.add_argument("--follow", action="store_true",
+                           help="stand by: work on whichever study is running, then the next")
+    if name == "delete":
         parser.add_argument("--study", required=True, metavar="NAME", help="the study")
-    elif name not in ("studies", "check", "models", "promote", "export"):
+    elif name not in ("worker", "workers", "studies", "check", "models", "promote", "export",
+                      "init"):
         parser.add_argument("--study", metavar="NAME",
                             help="the study (default: a new name for tune, else the latest)")
     if name in ("status", "best", "trials", "models"):
@@ -332,6 +377,9 @@ def _options(name: str, parser: argparse.ArgumentParser) -> None:
                             help="the folder to write")
     if name == "delete":
         parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    if name == "init":
+        parser.add_argument("folder", nargs="?", type=Path, default=Path("."), metavar="FOLDER",
+                            help="where to write it (default: the working folder)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,12 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         dest="overrides",
                         help="override a setting of the config, e.g. optimization.n_trials=10 "
-                             "(the value is read as YAML; repeatable)")
+                             "(the value is read as YAML, a relative path in it taken from "
+                             "the working folder; repeatable)")
     common.add_argument("--verbose", action="store_true", help="log debug messages too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, command in COMMANDS.items():
+    for name, command in {**COMMANDS, "init": cmd_init}.items():
         doc = inspect.getdoc(command) or ""
-        p = sub.add_parser(name, parents=[common], help=doc.splitlines()[0], description=doc,
+        p = sub.add_parser(name, parents=[] if name == "init" else [common],
+                           help=doc.splitlines()[0], description=doc,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _options(name, p)
     return parser
@@ -359,6 +409,10 @@ def _writable_folder(path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "init":  # it writes the config that the others read
+        return cmd_init(args)
+    if getattr(args, "devices", None):  # validated as trainer.devices is
+        args.overrides.append(f"trainer.devices={json.dumps(args.devices)}")
     try:
         tuner = tuner_core.SmartTuner(args.config, overrides=args.overrides)
     except ConfigError as exc:
@@ -374,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "check":  # which writes nothing, not even into the state folder
         # The other commands write no log into a state folder that is not there (a read
         # must create nothing) or not theirs to write.
-        setup_logging(state_dir, verbose=args.verbose, console=not (works and not args.quiet),
+        quiet = getattr(args, "quiet", False) or getattr(args, "follow", False)  # no bars
+        setup_logging(state_dir, verbose=args.verbose, console=not (works and not quiet),
                       log_file=works or _writable_folder(state_dir))
     try:
         return COMMANDS[args.command](tuner, args)

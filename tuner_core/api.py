@@ -38,6 +38,7 @@ from tuner_core.reporting.summary import (
 )
 from tuner_core.rules.search_space import describe
 from tuner_core.storage.attributes import VERSION_ATTR
+from tuner_core.storage.fleet import fleet
 from tuner_core.storage.opening import open_storage, sqlite_file, storage_exists
 from tuner_core.study.life import create_study, load_study, request_stop
 from tuner_core.study.worker import run_worker
@@ -74,7 +75,8 @@ class SmartTuner:
         """Create a study and run it in a new local worker process; (name, process).
 
         The worker outlives its caller (its own session), so a restarted bot finds
-        the study still running. Raises :class:`NotReady` (one line) when the dataset,
+        the study still running. It trains on the config's ``trainer.devices``, one trial
+        per device at once. Raises :class:`NotReady` (one line) when the dataset,
         storage or MLflow store cannot work; nothing is created then.
         """
         require_ready(self.config)
@@ -110,6 +112,18 @@ class SmartTuner:
         """Every study, oldest first; none while the storage does not exist (reading
         creates nothing: see :meth:`storage_exists`)."""
         return studies_list(self.storage()) if self.storage_exists() else []
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The fleet: every worker on this storage's studies, by host and pid, with
+        ``host``, ``pid``, ``devices``, ``following``, ``trials`` (``study``, ``number``,
+        ``device``), ``last_seen`` (Unix time), ``idle`` and ``lost`` (no heartbeat for
+        the grace period: killed, or its machine gone); see
+        :mod:`tuner_core.storage.fleet`."""
+        if not self.storage_exists():
+            return []
+        opt = self.config.optimization
+        return fleet(self.storage().engine,
+                     opt.heartbeat_grace_s or 2 * opt.heartbeat_interval_s)
 
     def storage_exists(self) -> bool:
         """Whether the study storage exists: a SQLite file is created by the first study,

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from bot.handlers import best, fallback, models, plot, start, status, stop, trials, tune
+from bot.handlers import best, fallback, models, plot, start, status, stop, trials, tune, workers
 
 
 def routers() -> list[Router]:
     """Every router, the fallback last (it catches what the others leave)."""
-    return [module.router() for module in (start, tune, status, stop, best, trials, plot,
-                                           models, fallback)]
+    return [module.router() for module in (start, tune, status, stop, best, trials, workers,
+                                           plot, models, fallback)]

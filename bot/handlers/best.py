@@ -16,7 +16,7 @@ from bot.service import TunerService
 async def best(message: Message, service: TunerService) -> None:
     found = await service.best()
     if found is None:
-        await message.answer(messages.no_best())
+        await message.answer(messages.no_best(await service.latest_study_name()))
         return
     model = await service.model(found["version"])
     await message.answer(messages.best_text(found, model), reply_markup=best_keyboard(

@@ -17,7 +17,9 @@ WITH_BUTTONS = 5  # the newest versions get Promote and Export buttons
 
 
 async def models(message: Message, service: TunerService) -> None:
-    found = await service.models()
+    # The first reading loads MLflow: seconds.
+    async with ChatActionSender.typing(chat_id=message.chat.id, bot=message.bot):
+        found = await service.models()
     keyboard = models_keyboard([int(model["version"]) for model in found[:WITH_BUTTONS]])
     pieces = messages.split_message(messages.models_text(found))
     for piece in pieces[:-1]:
@@ -29,7 +31,7 @@ async def promote(callback: CallbackQuery, callback_data: ModelButton,
                   service: TunerService, answer: ButtonAnswer) -> None:
     result = await service.promote(callback_data.version)
     await origin(callback).answer(messages.promoted(result))
-    await answer("Promoted")
+    await answer(messages.promote_answer(result))
 
 
 async def export(callback: CallbackQuery, callback_data: ModelButton,

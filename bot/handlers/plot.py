@@ -18,9 +18,9 @@ async def plot(message: Message, service: TunerService) -> None:
     if found is None:
         await message.answer(messages.no_study())
         return
-    name, png = found
-    await message.answer_photo(BufferedInputFile(png, filename=f"{name}.png"),
-                               caption=messages.plot_caption(name))
+    name = found.study
+    await message.answer_photo(BufferedInputFile(found.png, filename=f"{name}.png"),
+                               caption=messages.plot_caption(name, found.best_trial))
     async with ChatActionSender.upload_photo(chat_id=message.chat.id, bot=message.bot):
         anytime = await service.anytime_of(name)
     await message.answer_photo(BufferedInputFile(anytime, filename=f"{name}-anytime.png"),

@@ -126,7 +126,8 @@ def expected_chat(tuner: SmartTuner, study: str) -> list[str]:
         for piece in messages.split_message(messages.notification_text(notification)):
             expected.append(parse_html(piece)[0])
         if notification.kind is Kind.TRAINING_COMPLETE:
-            expected.append(parse_html(messages.plot_caption(study))[0])
+            expected.append(parse_html(messages.plot_caption(
+                study, notification.facts["best_trial"]))[0])
     return expected
 
 
@@ -136,7 +137,7 @@ def assert_feed_arrived_exactly_once(news: list[str], tuner: SmartTuner, study: 
     assert news == expected_chat(tuner, study)
     # The same, independently of the rendering: each trial's end once, the study's end once.
     for trial in range(tuner.status(study)["n_trials"]):
-        assert sum(f"Trial {trial} of {study} stopped early at epoch 2" in t
+        assert sum(f"Trial {trial} of {study} stopped early by patience at epoch 2" in t
                    for t in news) == 1, news
     assert sum(f"Study {study} finished: all trials done" in t for t in news) == 1, news
 

@@ -2,14 +2,15 @@
 
 * A second bot on the same state folder refuses to start; the first goes on alone.
 * A second bot elsewhere (its own state folder) on the same token: Telegram answers one
-  of the two pollers 409 Conflict; that one says so and stops, instead of both polling
-  by turns and both answering.
+  of the two pollers 409 Conflict; that one tells the chat (once) and its log so, and
+  stops, instead of both polling by turns and both answering.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -88,6 +89,12 @@ def test_a_second_bot_on_the_same_token_ends_one_of_them(tmp_path: Path) -> None
             assert bots[loser].returncode == 1
             assert ("another bot is polling Telegram with the same token"
                     in logs[loser].read_text())
+            # The chat is told once which bot stopped (host, state folder) and why.
+            [told] = [m.text_or_caption for m in fake.messages_to(ALICE)
+                      if "has stopped" in m.text_or_caption]
+            assert told.startswith(f"🛑 The bot on {socket.gethostname()} (state folder "
+                                   f"{(folders[loser] / 'state').resolve()}) has stopped: "
+                                   "another bot is polling Telegram with the same token")
             assert_one_answer(fake)
             assert bots[winner].poll() is None
         finally:

@@ -55,8 +55,8 @@ def test_a_researcher_tunes_from_the_chat(corpus, mel_cache, tmp_path):
             assert fake.failures_served == 4
             texts = [m.text_or_caption for m in fake.messages_to(ALICE)]
             for trial in (0, 1):  # each trial's end told exactly once, through the 429s
-                assert sum(f"Trial {trial} of" in t and "stopped early at epoch 2" in t
-                           for t in texts) == 1, texts
+                assert sum(f"Trial {trial} of" in t and "stopped early by" in t
+                           and "at epoch 2" in t for t in texts) == 1, texts
             assert sum("finished: all trials done" in t for t in texts) == 1
             (first,) = [s["study_name"] for s in SmartTuner(config, environ={}).studies()]
 

@@ -1,5 +1,6 @@
 """Artifacts for people: attention and mel plots of a validation utterance and a spoken
-sample (WAV); the drawing itself is in :mod:`train.tacotron2.figures`."""
+sample (WAV) through ``hp.vocoder``; the drawing itself is in :mod:`train.tacotron2.figures`,
+the vocoders in :mod:`train.tacotron2.vocoder`."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import numpy as np
 import torch
 
 from train.tacotron2 import figures
-from train.tacotron2.audio import NonFiniteAudio, griffin_lim, save_wav
+from train.tacotron2.audio import NonFiniteAudio, save_wav
 from train.tacotron2.data import TextMelCollate, TextMelDataset
 from train.tacotron2.free_running import gate_stops
 from train.tacotron2.hparams import HParams
 from train.tacotron2.model import Tacotron2, evaluating
 from train.tacotron2.text import text_to_sequence
+from train.tacotron2.vocoder import Vocoder, VocoderError, load_vocoder
 
 # Decoding stops after this many frames per text token even if the gate never fires:
 # about three times a normal speaking pace (LJSpeech and the demo corpus speak 5-6
@@ -28,16 +30,19 @@ log = logging.getLogger(__name__)
 
 
 class Speech(NamedTuple):
-    wav: np.ndarray  # Griffin-Lim waveform, at hp.sampling_rate
+    wav: np.ndarray  # the vocoder's waveform, at hp.sampling_rate
     alignment: np.ndarray  # attention (decoder steps, text tokens)
     stopped: bool  # True when the gate ended it, False when the cap cut it off
     frames: int  # mel frames spoken
 
 
 @torch.no_grad()
-def synthesize(model: Tacotron2, hp: HParams, text: str) -> Speech:
-    """Speak ``text`` from the model's own predictions (free-running, capped)."""
+def synthesize(model: Tacotron2, hp: HParams, text: str, vocoder: Vocoder | None = None
+               ) -> Speech:
+    """Speak ``text`` from the model's own predictions (free-running, capped), through
+    ``vocoder`` (default: ``hp.vocoder``, on the model's device)."""
     device = next(model.parameters()).device
+    vocoder = vocoder or load_vocoder(hp.vocoder, hp, device)
     ids = torch.tensor([text_to_sequence(text, hp.symbol_set)], dtype=torch.long,
                        device=device)
     cap = math.ceil(ids.size(1) * MAX_FRAMES_PER_TOKEN / hp.n_frames_per_step)
@@ -45,8 +50,7 @@ def synthesize(model: Tacotron2, hp: HParams, text: str) -> Speech:
         _, mel_postnet, gate, alignments = model.infer(ids, max_steps=cap)
     stopped, frames = (int(x[0]) for x in gate_stops(gate, hp.n_frames_per_step,
                                                       hp.gate_threshold))
-    wav = griffin_lim(mel_postnet[0, :, :frames].float().cpu().numpy(), hp,
-                      n_iter=hp.griffin_lim_iters)
+    wav = vocoder(mel_postnet[0, :, :frames].float())
     steps = frames // hp.n_frames_per_step
     return Speech(wav, alignments[0, :steps].float().cpu().numpy(), bool(stopped), frames)
 
@@ -63,7 +67,8 @@ def render(model: Tacotron2, hp: HParams, validation: TextMelDataset, folder: Pa
 
     Files are named by ``epoch``; titles name the run, the utterance and the step. Returns
     the written files by kind (``alignment_plot``, ``mel_plot``, ``audio``). A model whose
-    spoken output is not finite (a diverged one) gets no ``audio``, and one warning line.
+    spoken output is not finite (a diverged one), or whose vocoder cannot be used, gets no
+    ``audio``, and one warning line.
     """
     utterance = validation.utterances[0]
     device = next(model.parameters()).device
@@ -84,6 +89,6 @@ def render(model: Tacotron2, hp: HParams, validation: TextMelDataset, folder: Pa
     }
     try:
         paths["audio"] = write_audio_sample(model, hp, folder / f"sample_e{epoch:04d}.wav")
-    except NonFiniteAudio as error:
+    except (NonFiniteAudio, VocoderError) as error:
         log.warning("no audio sample of epoch %d: %s", epoch, error)
     return paths

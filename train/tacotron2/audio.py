@@ -8,7 +8,8 @@ on each side, projected onto librosa's Slaney mel basis, then
 ``N // 256 + 1`` frames.
 
 :func:`griffin_lim` turns such a log-mel back into a (rough) waveform, to listen
-to what a model predicts without a neural vocoder.
+to what a model predicts without a neural vocoder; :class:`GriffinLim` is it as one of
+the vocoders of :mod:`train.tacotron2.vocoder`.
 """
 
 from __future__ import annotations
@@ -120,29 +121,42 @@ def griffin_lim(log_mel: np.ndarray | torch.Tensor, hp: HParams, n_iter: int) ->
     with np.errstate(all="ignore"):
         mel = np.exp(log_mel)
         if not np.isfinite(mel).all():
-            raise NonFiniteAudio(_not_finite(log_mel))
+            raise NonFiniteAudio(not_finite_message(log_mel))
         # Non-negative least squares against the same Slaney basis the features were made with.
         magnitude = librosa.feature.inverse.mel_to_stft(
             mel, sr=hp.sampling_rate, n_fft=hp.filter_length, power=1.0,
             fmin=hp.mel_fmin, fmax=hp.mel_fmax)
         if not np.isfinite(magnitude).all():
-            raise NonFiniteAudio(_not_finite(log_mel))
+            raise NonFiniteAudio(not_finite_message(log_mel))
         try:
             wav = librosa.griffinlim(magnitude, n_iter=n_iter, hop_length=hp.hop_length,
                                      win_length=hp.win_length, n_fft=hp.filter_length,
                                      window="hann", center=True, pad_mode="reflect",
                                      random_state=0)
         except librosa.ParameterError as error:  # "Audio buffer is not finite everywhere"
-            raise NonFiniteAudio(_not_finite(log_mel)) from error
+            raise NonFiniteAudio(not_finite_message(log_mel)) from error
     if not np.isfinite(wav).all():
-        raise NonFiniteAudio(_not_finite(log_mel))
+        raise NonFiniteAudio(not_finite_message(log_mel))
     peak = float(np.abs(wav).max())
     if peak > 0:
         wav = wav * (0.95 / peak)
     return wav.astype(np.float32)
 
 
-def _not_finite(log_mel: np.ndarray) -> str:
+class GriffinLim:
+    """The ``griffin_lim`` vocoder: :func:`griffin_lim` with ``hp.griffin_lim_iters``."""
+
+    name = "griffin_lim"
+
+    def __init__(self, hp: HParams) -> None:
+        self.hp = hp
+
+    def __call__(self, log_mel: np.ndarray | torch.Tensor) -> np.ndarray:
+        return griffin_lim(log_mel, self.hp, n_iter=self.hp.griffin_lim_iters)
+
+
+def not_finite_message(log_mel: np.ndarray) -> str:
+    """Why no audio can be made of ``log_mel``, in one line."""
     finite = log_mel[np.isfinite(log_mel)]
     largest = f"; its largest finite value is {finite.max():.4g}" if finite.size else ""
     return (f"the predicted mel spectrogram is not finite or too large for audio "

@@ -26,13 +26,9 @@ from tqdm import tqdm
 
 from train.tacotron2.atomic import atomic_path
 from train.tacotron2.audio import AudioError, MelSpectrogram, load_wav, read_header
-from train.tacotron2.hparams import HParams
+from train.tacotron2.hparams import MEL_HPARAMS, HParams
 from train.tacotron2.symbols import PAD_ID
 from train.tacotron2.text import text_to_sequence
-
-# The hyperparameters that change a mel; together with the clip they key the cache.
-MEL_HPARAMS = ("sampling_rate", "filter_length", "hop_length", "win_length",
-               "n_mel_channels", "mel_fmin", "mel_fmax")
 
 
 class DataError(ValueError):
@@ -223,6 +219,7 @@ class TextMelDataset(Dataset):
             stat = audio_path.stat()
         except OSError:
             return None  # no cache for a missing clip; loading it names the file
+        # Together with the clip, the settings that change a mel key the cache.
         settings = [f"{name}={getattr(self.hp, name)}" for name in MEL_HPARAMS]
         key = "|".join([str(audio_path.resolve()), str(stat.st_size), str(stat.st_mtime_ns),
                         *settings])

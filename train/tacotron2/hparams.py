@@ -21,6 +21,10 @@ from typing import Any
 from train.tacotron2.schedules import SCHEDULES  # the schedule registry owns its names (no torch)
 from train.tacotron2.symbols import PROJECT, SYMBOL_SETS
 
+# The hyperparameters that change a mel spectrogram: a neural vocoder is trained on one set.
+MEL_HPARAMS = ("sampling_rate", "filter_length", "hop_length", "win_length",
+               "n_mel_channels", "mel_fmin", "mel_fmax")
+
 
 class HParamsError(ValueError):
     """A bad hyperparameter key or value; the message names it."""
@@ -46,6 +50,10 @@ class HParams:
     artifacts: str = _p("validation", choices=("validation", "end", "none"),
                         doc="when to write alignment/mel plots and an audio sample")
     test_sentence: str = _p("Printing, in the only sense with which we are at present concerned.")
+    vocoder: str = _p("auto", doc="what speaks the audio samples: griffin_lim, "
+                      "hifigan_universal, hifigan_ljspeech, a HiFi-GAN generator checkpoint, "
+                      "or auto (hifigan_universal where its weights are installed and the mel "
+                      "features are HiFi-GAN's, else griffin_lim); see train.tacotron2.vocoder")
     griffin_lim_iters: int = _p(60, lo=1)
     free_running_utterances: int = _p(4, lo=0, doc="validation utterances decoded without "
                                       "teacher forcing at each validation, for stop_rate and "
@@ -167,6 +175,10 @@ class HParams:
         if self.lr_schedule not in SCHEDULES:
             raise HParamsError(f"lr_schedule={self.lr_schedule!r}: must be one of "
                                f"{', '.join(SCHEDULES)}")
+        from train.tacotron2.vocoder import spec_problem  # the vocoders own their names
+
+        if problem := spec_problem(self.vocoder):
+            raise HParamsError(f"vocoder={self.vocoder!r}: {problem}")
         if self.encoder_embedding_dim % 2:
             raise HParamsError(f"encoder_embedding_dim={self.encoder_embedding_dim}: must be even")
         if self.win_length > self.filter_length:

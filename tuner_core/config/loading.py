@@ -10,6 +10,9 @@ them lists every problem found as ``key.path: what is wrong``:
 2. expand ``${VAR}`` and ``${VAR:-default}`` in string values from the environment;
 3. fill settings the file leaves out from :data:`ENVIRONMENT_DEFAULTS` (secrets, URLs);
 4. validate with the pydantic models of :mod:`tuner_core.config.sections`.
+
+Relative paths in the file are taken from the file's folder; those of ``--set`` values and
+environment defaults from the working folder (:mod:`tuner_core.config.paths`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from tuner_core.config.paths import FOLDER, resolved
 from tuner_core.config.problems import Loc, dotted, problem_line
 from tuner_core.config.sections import Config
 from tuner_core.errors import ConfigError
@@ -49,6 +53,9 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None,
     environ = os.environ if environ is None else environ
     try:
         text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, ["no such file; `smart-tuner init` (python -m tuner_core "
+                                 "init) writes a starter config"]) from None
     except OSError as error:
         raise ConfigError(path, [f"cannot read the file: {error.strerror or error}"]) from None
     try:
@@ -71,7 +78,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None,
         raise ConfigError(path, problems)
     _apply_environment_defaults(data, environ)
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={FOLDER: Path(path).resolve().parent})
     except ValidationError as error:
         raise ConfigError(path, [problem_line(detail) for detail in error.errors()]) from None
 
@@ -115,7 +122,7 @@ def _apply_environment_defaults(data: dict[str, Any], environ: Mapping[str, str]
         value = environ.get(variable)
         block = _block(data, sections) if value else None
         if block is not None and block.get(key) in (None, ""):
-            block[key] = value
+            block[key] = resolved(Config, (*sections, key), value, Path.cwd())
 
 
 def _apply_override(data: dict[str, Any], override: str, problems: list[str]) -> None:
@@ -137,7 +144,7 @@ def _apply_override(data: dict[str, Any], override: str, problems: list[str]) ->
         problems.append(f"{dotted}: --set cannot set it, {'.'.join(sections)} is not a block "
                         "of settings")
         return
-    block[key] = value
+    block[key] = resolved(Config, (*sections, key), value, Path.cwd())
 
 
 def _block(data: dict[str, Any], sections: Sequence[str]) -> dict[str, Any] | None:

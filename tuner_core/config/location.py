@@ -8,15 +8,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# The config the command lines read when not told (--config).
+# The config the command lines read when not told (--config): $SMART_TUNER_CONFIG, else
+# the first of these in the working folder that exists (the one `init` writes, then a
+# checkout's), else the first.
 CONFIG_VARIABLE = "SMART_TUNER_CONFIG"
-DEFAULT_CONFIG = Path("config/smart_tuner.yaml")
-CONFIG_HELP = (f"the YAML config (default: ${CONFIG_VARIABLE}, else {DEFAULT_CONFIG}; "
-               "the demo's is config/demo.yaml)")
+STARTER_CONFIG = Path("smart_tuner.yaml")
+DEFAULT_CONFIGS = (STARTER_CONFIG, Path("config/smart_tuner.yaml"))
+CONFIG_HELP = (f"the YAML config, its relative paths taken from its folder (default: "
+               f"${CONFIG_VARIABLE}, else ./{DEFAULT_CONFIGS[0]} as init writes it, else "
+               f"./{DEFAULT_CONFIGS[1]}; the demo's is config/demo.yaml)")
 
 
 def default_config_path() -> Path:
-    return Path(os.environ.get(CONFIG_VARIABLE) or DEFAULT_CONFIG)
+    named = os.environ.get(CONFIG_VARIABLE)
+    if named:
+        return Path(named)
+    return next((path for path in DEFAULT_CONFIGS if path.is_file()), DEFAULT_CONFIGS[0])
 
 
 # The folder above the packages: trainers and workers start there, with it on their path.

@@ -1,15 +1,17 @@
 """The config's blocks as pydantic models, validated as a whole by :class:`Config`.
 
-Every block rejects unknown keys, suggesting the closest valid one. Relative paths are
-resolved against the current working directory. Defaults that depend on other settings
-(``checkpoint_dir``, ``storage``, the MLflow URI and names) are filled in by validation,
-so a loaded config holds the effective values; :meth:`Config.to_dict` gives them as plain
-data, with the bot token masked, for logging. The search space is checked against the
-trainer's hyperparameters, so that a bad range fails here and not in trial 17.
+Every block rejects unknown keys, suggesting the closest valid one. The settings that
+name files or folders are made absolute (:mod:`tuner_core.config.paths` says from where).
+Defaults that depend on other settings (``checkpoint_dir``, ``storage``, the MLflow URI
+and names) are filled in by validation, so a loaded config holds the effective values;
+:meth:`Config.to_dict` gives them as plain data, with the bot token masked, for logging.
+The search space is checked against the trainer's hyperparameters, so that a bad range
+fails here and not in trial 17.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +19,6 @@ from typing import Annotated, Any, Literal, Self
 
 import sqlalchemy
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -32,6 +33,7 @@ from pydantic import (
 )
 
 from train.tacotron2.hparams import HParams, HParamsError
+from tuner_core.config.paths import AbsolutePath, DatabaseUrl, OptionalPath, Program
 from tuner_core.config.problems import (
     Loc,
     custom_errors,
@@ -79,13 +81,6 @@ def _null_as_empty(value: Any) -> Any:
     return {} if value is None else value
 
 
-def _absolute(path: Path) -> Path:
-    return path.expanduser().resolve()
-
-
-AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
-
-
 class _Section(BaseModel):
     """A block of the config: unknown keys are errors that suggest the closest valid key."""
 
@@ -99,10 +94,14 @@ class _Section(BaseModel):
 
 # --- The blocks ---------------------------------------------------------------------------
 
+# trainer.devices (and --devices): CUDA indices, "auto", or "cpu:N".
+DEVICES_SPEC = re.compile(r"auto|cpu:[1-9][0-9]*|[0-9]+(,[0-9]+)*")
+
+
 class TrainerConfig(_Section):
     """How trials launch ``python -m train``."""
 
-    python: str = Field(default_factory=lambda: sys.executable)
+    python: Program = Field(default_factory=lambda: sys.executable)
     hparams: Annotated[dict[str, Any], BeforeValidator(_null_as_empty)] = Field(
         default_factory=dict)  # fixed for every trial
     grace_period_s: float = Field(30.0, gt=0)  # between SIGTERM and SIGKILL
@@ -117,12 +116,24 @@ class TrainerConfig(_Section):
     render_new_best: bool = True
     # Every trial starts from this checkpoint's model weights (python -m train --warm-start),
     # this project's or NVIDIA's; ignore_layers keep their fresh initialisation.
-    warm_start: AbsolutePath | None = None
+    warm_start: OptionalPath = None
     ignore_layers: list[str] = Field(default_factory=list)
     # A recorded learning-curve table (bench/record_curves.py): each trial replays the
     # nearest recorded run (python -m train.replay) instead of training. For benchmarks
     # and tests of the tuner itself; see train/replay.py for what a replay cannot do.
-    replay: AbsolutePath | None = None
+    replay: OptionalPath = None
+    # The devices a worker trains on, one trainer per device at once: "0,1,2,3" (CUDA device
+    # indices), "auto" (every visible CUDA device, else one CPU trainer) or "cpu:N" (N CPU
+    # trainers). null: one trainer, on whatever device the environment gives it.
+    devices: str | None = None
+
+    @field_validator("devices")
+    @classmethod
+    def _devices_spec(cls, spec: str | None) -> str | None:
+        if spec is not None and not DEVICES_SPEC.fullmatch(spec.replace(" ", "")):
+            raise ValueError(f"{spec!r} is not a device list: write CUDA indices (0,1,2,3), "
+                             "auto, or cpu:N")
+        return None if spec is None else spec.replace(" ", "")
 
     @field_validator("replay")
     @classmethod
@@ -248,7 +259,7 @@ class OptimizationConfig(_Section):
 
 class MlflowConfig(_Section):
     enabled: bool = True                # track studies in MLflow and register the best models
-    tracking_uri: str | None = None     # None: sqlite:///<state_dir>/mlflow.db
+    tracking_uri: DatabaseUrl = None    # None: sqlite:///<state_dir>/mlflow.db
     experiment_name: str | None = None  # None: the config's experiment_name
 
 
@@ -303,9 +314,9 @@ class Config(_Section):
 
     experiment_name: str = Field("tacotron2_smart_tuning", min_length=1)
     dataset_path: AbsolutePath  # an LJSpeech folder or a path|text filelist
-    checkpoint_dir: AbsolutePath | None = None  # None: <state_dir>/runs
+    checkpoint_dir: OptionalPath = None  # None: <state_dir>/runs
     state_dir: AbsolutePath = Field(Path(".state"), validate_default=True)
-    storage: str | None = None  # None: sqlite:///<state_dir>/optuna.db
+    storage: DatabaseUrl = None  # None: sqlite:///<state_dir>/optuna.db
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     hyperparameter_search_space: SearchSpace = Field(default_factory=dict)
     optimization: OptimizationConfig = Field(default_factory=OptimizationConfig)

@@ -25,7 +25,7 @@ on is the front end's business. Nothing here knows about Telegram.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -34,6 +34,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner_core.reporting.advice import split_by_search_space
 from tuner_core.reporting.summary import outcome_counts
 from tuner_core.rules.search_space import SEARCH_RANGE_TYPES, describe
 from tuner_core.storage.attributes import (
@@ -117,6 +118,7 @@ def _study_notifications(storage: optuna.storages.BaseStorage,
     name, attrs = summary.study_name, summary.user_attrs
     trials = storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False)
     yield _started(name, attrs)
+    search_space = ((attrs.get(CONFIG_ATTR) or {}).get("search_space") or {}).keys()
     minimize = summary.direction == StudyDirection.MINIMIZE
     retried = retried_numbers(trials)
     best: FrozenTrial | None = None
@@ -129,7 +131,7 @@ def _study_notifications(storage: optuna.storages.BaseStorage,
         if trial.state is TrialState.COMPLETE and _better(trial.value, best, minimize):
             best = trial
         yield _trial_finished(name, trial, new_best=best is trial,
-                              retried=trial.number in retried)
+                              retried=trial.number in retried, search_space=search_space)
         if best is trial:
             yield _new_best(name, trial, previous)
     if attrs.get(FINISHED_ATTR):
@@ -173,9 +175,10 @@ def _anomalies(study: str, trial: FrozenTrial) -> Iterator[Notification]:
                            study, {"trial": trial.number, **anomaly})
 
 
-def _trial_finished(study: str, trial: FrozenTrial, new_best: bool,
-                    retried: bool) -> Notification:
+def _trial_finished(study: str, trial: FrozenTrial, new_best: bool, retried: bool,
+                    search_space: Collection[str]) -> Notification:
     attrs = trial.user_attrs
+    recommendation = attrs.get("recommendation") or ""
     outcome = attrs.get("outcome")
     if trial.state is TrialState.FAIL:
         kind = Kind.ERROR_ALERTS
@@ -189,7 +192,9 @@ def _trial_finished(study: str, trial: FrozenTrial, new_best: bool,
         "state": trial.state.name,
         # A trial failed without an outcome lost its worker (see tuner_core.storage.retries).
         "outcome": outcome or ("worker_lost" if trial.state is TrialState.FAIL else None),
-        "value": trial.value,
+        # Optuna keeps a pruned trial's last intermediate value as its value; it is no
+        # result (the trial is not ranked), so the news has none.
+        "value": trial.value if trial.state is TrialState.COMPLETE else None,
         "new_best": new_best,
         "retried": retried,
         "duration_s": (trial.datetime_complete - trial.datetime_start).total_seconds()
@@ -197,7 +202,9 @@ def _trial_finished(study: str, trial: FrozenTrial, new_best: bool,
         "params": trial.params,
         "criterion": attrs.get("criterion"),
         "reason": attrs.get("reason"),
-        "recommendation": attrs.get("recommendation"),
+        "recommendation": recommendation,
+        # The hyperparameters it names: {"searched": [...], "in_config": [...]}.
+        "advice": split_by_search_space(recommendation, search_space),
         "stop_epoch": attrs.get("stop_epoch"),
         "confirms": attrs.get(CONFIRMS_ATTR),
         "exit_code": attrs.get("exit_code"),

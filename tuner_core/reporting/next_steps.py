@@ -42,22 +42,25 @@ def _python(*words: str | Path) -> str:
 
 def closing_note(config: Config, study: optuna.Study, config_arg: str) -> str:
     """The note (several lines) that ends a study's run on the command line."""
-    lines, experiment = [], ""
+    lines, experiment = [], None
     if config.mlflow.enabled:
         try:
             lines += _registry_lines(config, study, config_arg)
-            client = tracking.mlflow_client(config)
-            experiment = f"/#/experiments/{tracking.ensure_experiment(client, config)}"
+            experiment = tracking.ensure_experiment(tracking.mlflow_client(config), config)
         except Exception as error:  # tracking is an observer: it fails no command
             lines += ["", f"MLflow could not be read: {type(error).__name__}: {error}"]
     lines += ["", "Look at the study:"]
     if config.mlflow.enabled:
         command = tracking.mlflow_ui_command(config)
-        if command == config.tracking_uri:  # a tracking server serves its own UI
-            lines.append(f"  MLflow:           {command}{experiment}")
+        served = command == config.tracking_uri  # a tracking server serves its own UI
+        url = command if served else MLFLOW_UI_URL
+        if experiment is not None:
+            url = tracking.experiment_url(url, experiment)
+        if served:
+            lines.append(f"  MLflow:           {url}")
         else:
             lines += [f"  MLflow UI:        {_shown_command(command)}",
-                      f"                    then open {MLFLOW_UI_URL}{experiment}"]
+                      f"                    then open {url}"]
     dashboard = Path(sys.executable).with_name("optuna-dashboard")
     lines += [f"  optuna-dashboard: {_command(_shown(dashboard), config.storage_shown)}",
               f"                    then open {DASHBOARD_URL}"]

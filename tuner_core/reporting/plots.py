@@ -24,14 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from matplotlib import colormaps
+from matplotlib import colormaps, patheffects
 from matplotlib import pyplot as plt
 from matplotlib.axes import Axes
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 from optuna.trial import FrozenTrial, TrialState
 from optuna.visualization import matplotlib as optuna_plots
 
@@ -41,8 +39,15 @@ from tuner_core.storage.attributes import CONFIG_ATTR
 FIGSIZE = (8, 5)
 DPI = 100
 BEST_COLOR = "crimson"
-# Viridis without its palest yellows, which vanish on white.
-TRIAL_COLORMAP = ListedColormap(colormaps["viridis"](np.linspace(0.0, 0.85, 256)))
+# One colour per trial, cycled: tab10 without its red (the best trial's), then Dark2;
+# strong colours all, so that a trial's number reads in its colour on white.
+TRIAL_COLORS = [*(color for index, color in enumerate(colormaps["tab10"].colors)
+                  if index != 3), *colormaps["Dark2"].colors]
+# Curve labels: the least height between two in one column (a fraction of the axes), and
+# the width of a column (points).
+LABEL_GAP = 0.035
+LABEL_COLUMN = 12
+LEGIBLE = [patheffects.withStroke(linewidth=2.5, foreground="white")]  # over other curves
 # Fewer completed trials make importances noise (the issue saw two trials ranked).
 MIN_TRIALS_FOR_IMPORTANCES = 10
 
@@ -154,9 +159,13 @@ def _optuna_png(ax: Axes, what: str, study_name: str, legend: bool = True) -> by
 def learning_curves_png(study: optuna.Study) -> bytes:
     """The objective at every validation of every trial, styled by outcome.
 
-    Colour is the trial number (a colour bar, not a legend entry per trial, so 50
-    trials stay readable); the legend names the outcomes, and the best trial is
-    drawn thick in red and labelled.
+    Every trial is named by its number at the end of its curve (beside its mark when it
+    was cut), in a colour of its own (a qualitative palette, which repeats after
+    :data:`TRIAL_COLORS`); the legend names the outcomes and the best trial, drawn thick in
+    red beneath the other curves' marks. The y axis spans the values after each trial's
+    first validation (log-scaled when all are positive), so that the first ones (often
+    several times the later values) do not squash the range where trials differ: they
+    come in from the edge.
     """
     fig, ax = _figure("Learning curves", study.study_name)
     ax.set_xlabel("validation (one per epoch by default)")
@@ -168,17 +177,26 @@ def learning_curves_png(study: optuna.Study) -> bytes:
         return _png(fig)
 
     best = _best_trial(study)
-    norm = Normalize(0, max(t.number for t in trials) or 1)
+    curves = {trial.number: sorted(trial.intermediate_values.items()) for trial in trials}
+    _span_values(ax, list(curves.values()))
     counts: dict[str, int] = {}
+    ends: list[tuple[float, float, str, str]] = []  # (x, y, label, colour) of each curve
     for trial in trials:
         outcome = trial_outcome(trial)
         counts[outcome] = counts.get(outcome, 0) + 1
-        steps, values = zip(*sorted(trial.intermediate_values.items()), strict=True)
-        color = TRIAL_COLORMAP(norm(trial.number))
+        steps, values = zip(*curves[trial.number], strict=True)
+        is_best = best is not None and trial.number == best.number
+        color = BEST_COLOR if is_best else TRIAL_COLORS[trial.number % len(TRIAL_COLORS)]
         if outcome == "failed":
-            ax.plot(steps[-1], values[-1], marker="x", color=color, linestyle="none")
-        elif best is None or trial.number != best.number:
-            ax.plot(steps, values, color=color, linewidth=1.5, **CURVE_STYLES[outcome])
+            ax.plot(steps[-1], values[-1], marker="x", color=color, linestyle="none",
+                    zorder=3)
+        elif is_best:  # beneath the others' curves and marks, which it would hide
+            ax.plot(steps, values, color=color, linewidth=3, zorder=1.5)
+        else:
+            ax.plot(steps, values, color=color, linewidth=1.5, zorder=2,
+                    **CURVE_STYLES[outcome])
+        ends.append((steps[-1], values[-1], str(trial.number), color))
+    _label_ends(ax, ends)
 
     handles = [Line2D([], [], color="grey", linewidth=1.5, **CURVE_STYLES[outcome],
                       label=f"{outcome.replace('_', ' ')} ({counts[outcome]})")
@@ -187,16 +205,54 @@ def learning_curves_png(study: optuna.Study) -> bytes:
         handles.append(Line2D([], [], color="grey", marker="x", linestyle="none",
                               label=f"failed, last value ({counts['failed']})"))
     if best is not None and best.intermediate_values:
-        steps, values = zip(*sorted(best.intermediate_values.items()), strict=True)
-        (line,) = ax.plot(steps, values, color=BEST_COLOR, linewidth=3,
-                          label=f"best: trial {best.number} ({best.value:.4g})")
-        handles.insert(0, line)
+        handles.insert(0, Line2D([], [], color=BEST_COLOR, linewidth=3,
+                                 label=f"best: trial {best.number} ({best.value:.4g})"))
     _legend(fig, handles, [handle.get_label() for handle in handles])
-    colorbar = fig.colorbar(ScalarMappable(norm=norm, cmap=TRIAL_COLORMAP), ax=ax,
-                            label="trial number")
-    colorbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     return _png(fig)
+
+
+def _span_values(ax: Axes, curves: list[list[tuple[int, float]]]) -> None:
+    """Fit the y axis to the curves' values after their first validation, and each curve's
+    last value; log-scaled when all values are positive."""
+    kept = [value for curve in curves for index, (_, value) in enumerate(curve)
+            if (index > 0 or index == len(curve) - 1) and math.isfinite(value)]
+    if not kept:
+        return
+    low, high = min(kept), max(kept)
+    every = [value for curve in curves for _, value in curve if math.isfinite(value)]
+    if min(every) > 0:
+        ax.set_yscale("log")
+        # Round numbers, written plainly (0.5, not 5×10⁻¹); log ticks alone would be few
+        # within a decade.
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 5, 10])
+                                   if high < 10 * low else LogLocator(subs=(1, 2, 5)))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        margin = (high / low) ** 0.04 if high > low else 1.1
+        ax.set_ylim(low / margin, high * margin)
+    else:
+        margin = 0.04 * (high - low) or 0.1 * abs(high) or 1.0
+        ax.set_ylim(low - margin, high + margin)
+
+
+def _label_ends(ax: Axes, ends: list[tuple[float, float, str, str]]) -> None:
+    """Write each curve's label just right of its end; labels that would overlap (curves
+    cut at the same validation, at close values) go in further columns to the right."""
+    to_axes = ax.transScale + ax.transLimits  # data -> fractions of the axes
+    low, high = sorted(ax.get_ylim())
+    columns: dict[float, list[float]] = {}  # by x: the last label's height in each column
+    for x, y, label, color in sorted(ends, key=lambda end: (end[0], end[1])):
+        height = to_axes.transform((x, min(max(y, low), high)))[1]
+        placed = columns.setdefault(x, [])
+        column = next((k for k, last in enumerate(placed) if height - last >= LABEL_GAP),
+                      len(placed))
+        if column == len(placed):
+            placed.append(height)
+        placed[column] = height
+        ax.annotate(label, (x, min(max(y, low), high)), xytext=(5 + LABEL_COLUMN * column, 0),
+                    textcoords="offset points", va="center", fontsize="x-small", color=color,
+                    annotation_clip=False, zorder=4, path_effects=LEGIBLE)
 
 
 def optimization_history_png(study: optuna.Study) -> bytes:

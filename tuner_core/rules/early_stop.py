@@ -373,9 +373,10 @@ class Alignment(Criterion):
         score = latest.value("alignment_score")
         if latest.epoch < self.by_epoch or score is None or score >= self.min_score:
             return None
+        late = f" (needed by epoch {self.by_epoch})" if latest.epoch > self.by_epoch else ""
         return Finding(
             reason=f"alignment_score {score:.3f} is below {self.min_score:g} at epoch "
-                   f"{latest.epoch} (needed by epoch {self.by_epoch})",
+                   f"{latest.epoch}{late}",
             recommendation="the attention has not learned to align: check transcripts and "
                            "silence trimming, lower the learning rate or lengthen warmup_steps, "
                            "or lower p_attention_dropout")

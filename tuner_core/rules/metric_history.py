@@ -1,15 +1,11 @@
-"""A trial's metric series, their statistics, and anomaly detection.
+"""Anomaly detection in a trial's metric series.
 
-The runner keeps every validation's numbers on the trial as the user attribute
-``history``: ``{metric: [one value per validation]}``, with ``epoch`` among the
-metrics (see :data:`tuner_core.storage.attributes.HISTORY_METRICS`). Everything here reads
-that dict, so it works the same on a live trial, a finished one, or a study
-opened from another machine.
-
-Anomalies are sudden upward spikes (a loss or gradient norm far above its recent
-values) and non-finite values. The runner checks each new validation as it
-arrives and keeps what it finds on the trial as the user attribute ``anomalies``,
-where the bot and the reports read them.
+The runner gathers every validation's numbers as ``{metric: [one value per validation]}``,
+with ``epoch`` among the metrics (see :data:`tuner_core.storage.attributes.VALIDATION_METRICS`),
+and checks each new validation as it arrives. Anomalies are sudden upward spikes (a loss or
+gradient norm far above its recent values) and non-finite values; the runner keeps what it
+finds on the trial as the user attribute ``anomalies``, where the bot and the reports read
+them.
 """
 
 from __future__ import annotations
@@ -19,10 +15,6 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from optuna.trial import FrozenTrial
-
-from tuner_core.rules.early_stop import Direction, higher_is_better
 
 # MAD × 1.4826 estimates the standard deviation of normally distributed values.
 MAD_TO_STD = 1.4826
@@ -35,38 +27,6 @@ ANOMALY_METRICS = ("train_loss", "val_loss", "grad_norm")
 
 def _finite(value: Any) -> bool:
     return value is not None and math.isfinite(value)
-
-
-def series(trial: FrozenTrial, metric: str) -> list[tuple[int, float]]:
-    """``(epoch, value)`` for every validation of ``trial`` where ``metric`` is finite."""
-    history = trial.user_attrs.get("history", {})
-    values = history.get(metric, [])  # empty when the history lacks the metric
-    return [(epoch, value) for epoch, value in zip(history.get("epoch", []), values,
-                                                   strict=False) if _finite(value)]
-
-
-def summary(trial: FrozenTrial, metric: str, window: int = 5,
-            direction: Direction = "minimize") -> dict[str, Any] | None:
-    """``best``, ``best_epoch``, ``last``, ``mean`` and ``trend`` of ``metric``; None if no values.
-
-    ``best`` follows the metric's sense (losses lower, ``alignment_score`` and
-    ``stop_rate`` higher; ``objective`` the study's ``direction``); on ties the
-    earliest epoch wins. ``trend`` is the least-squares slope of the last ``window``
-    values against their epochs, in metric units per epoch: negative means falling,
-    positive rising, None when fewer than two distinct epochs are in the window.
-    """
-    points = series(trial, metric)
-    if not points:
-        return None
-    better = max if higher_is_better(metric, direction) else min
-    best_epoch, best = better(points, key=lambda point: point[1])
-    recent = points[-window:]
-    try:
-        trend = statistics.linear_regression([e for e, _ in recent], [v for _, v in recent]).slope
-    except statistics.StatisticsError:  # fewer than two points, or all in one epoch
-        trend = None
-    return {"best": best, "best_epoch": best_epoch, "last": points[-1][1],
-            "mean": statistics.fmean(v for _, v in points), "trend": trend}
 
 
 @dataclass(frozen=True)

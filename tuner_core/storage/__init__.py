@@ -7,7 +7,9 @@ Rooms: :mod:`~tuner_core.storage.attributes` (every name kept on studies and tri
 :mod:`~tuner_core.storage.retries` (which trial retries which, after a worker died),
 :mod:`~tuner_core.storage.confirmations` (which trials confirm a champion over seeds),
 :mod:`~tuner_core.storage.records` (completing a finished trial's record),
-:mod:`~tuner_core.storage.file_lock` (a lock across the processes of one machine).
+:mod:`~tuner_core.storage.file_lock` (a lock across the processes of one machine),
+:mod:`~tuner_core.storage.fleet` (every worker, its devices and trials, by heartbeat),
+:mod:`~tuner_core.storage.reconnecting` (a worker's storage calls wait out a restart).
 
 May import: :mod:`tuner_core.config`, :mod:`tuner_core.errors`, Optuna and SQLAlchemy.
 """
@@ -23,7 +25,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "CREATED_ATTR": ".attributes",
     "END_REASON_ATTR": ".attributes",
     "FINISHED_ATTR": ".attributes",
-    "HISTORY_METRICS": ".attributes",
+    "VALIDATION_METRICS": ".attributes",
     "Outcome": ".attributes",
     "PARENT_RUN_ATTR": ".attributes",
     "STOP_ATTR": ".attributes",

@@ -17,12 +17,17 @@ A study's user attributes:
 ==================  =========================================================================
 
 A trial's user attributes: ``outcome`` (an :class:`Outcome`), ``criterion``, ``reason``,
-``recommendation``, ``stop_epoch``, ``adaptations``, ``run_dir``, ``worker``,
-``best_checkpoint``, ``last_metrics`` and ``history`` (the :data:`HISTORY_METRICS` of each
+``recommendation``, ``stop_epoch``, ``adaptations``, ``run_dir``, ``worker``, ``host``, ``device``,
+``best_checkpoint``, ``last_metrics`` (the :data:`VALIDATION_METRICS` of its latest
 validation), ``anomalies``, ``seconds``, ``epochs_trained``; for failures ``exit_code`` and
 ``log_tail``; ``mlflow_run_id`` and ``registered_version`` when tracking is on. A
 confirmation trial also has ``confirms`` (the number of the trial it trains again) and
 ``training_seed`` (the ``seed`` hyperparameter it trains with).
+
+Per validation, a trial keeps one number here: its intermediate value (the objective, or
+``optimization.pruner.metric``), which Optuna's tools plot. User attributes stay small, as
+``optuna trials`` prints them all on every row and optuna-dashboard cuts them at 1,024
+characters: every metric of every validation is in MLflow, where tracking is on.
 """
 
 from __future__ import annotations
@@ -45,8 +50,8 @@ VERSION_ATTR = "registered_version"
 CONFIRMS_ATTR = "confirms"
 TRAINING_SEED_ATTR = "training_seed"
 
-# The validation-event fields kept per epoch on the trial ("history", "last_metrics").
-HISTORY_METRICS = ("epoch", "step", "train_loss", "val_loss", "val_mel_loss", "val_gate_loss",
+# The validation-event fields the trial keeps of its latest validation ("last_metrics").
+VALIDATION_METRICS = ("epoch", "step", "train_loss", "val_loss", "val_mel_loss", "val_gate_loss",
                    "val_guided_attention_loss", "alignment_score", "attention_focus",
                    "attention_progress", "attention_coverage", "stop_rate", "length_ratio",
                    "grad_norm", "lr", "seconds")

@@ -23,6 +23,7 @@ from tuner_core.config.sections import Config
 from tuner_core.errors import StorageUnavailable
 from tuner_core.storage.attributes import worker_lost
 from tuner_core.storage.file_lock import file_lock
+from tuner_core.storage.reconnecting import ReconnectingStorage
 from tuner_core.storage.records import amend_user_attrs
 from tuner_core.storage.retries import retry_callback
 
@@ -30,7 +31,7 @@ _storages: dict[tuple[Any, ...], optuna.storages.RDBStorage] = {}
 _storages_lock = threading.Lock()
 
 
-def open_storage(config: Config) -> optuna.storages.RDBStorage:
+def open_storage(config: Config) -> ReconnectingStorage:
     """The configured storage, with heartbeats and retries of trials whose worker died.
 
     One per process and setting: an RDB storage owns a connection pool, and two
@@ -61,13 +62,18 @@ def storage_exists(config: Config) -> bool:
     return path is None or path.exists()
 
 
-def _new_storage(config: Config) -> optuna.storages.RDBStorage:
+def _new_storage(config: Config) -> ReconnectingStorage:
     url = config.storage_url
     if url.startswith("sqlite:///"):
         # The bot reads while workers write; wait for SQLite's lock instead of failing.
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
     else:
-        engine_kwargs = {"pool_pre_ping": True}
+        # PostgreSQL allows 100 connections by default, for every worker, bot and MLflow
+        # server together. A process keeps one between its calls (SQLAlchemy's default
+        # pool kept up to five: about two per worker, bench/storage_load.py) and opens more
+        # while its threads need them at once, without a cap: each device's thread waits
+        # for the budget lock on a connection, and the lock's holder needs one more.
+        engine_kwargs = {"pool_pre_ping": True, "pool_size": 1, "max_overflow": -1}
     opt = config.optimization
 
     def record_worker_lost(study: optuna.Study, trial: FrozenTrial, retry: int | None) -> None:
@@ -78,7 +84,7 @@ def _new_storage(config: Config) -> optuna.storages.RDBStorage:
         with _first_use_lock(url), warnings.catch_warnings():
             # Heartbeats are flagged experimental; see tuner_core.storage.retries.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
+            storage = ReconnectingStorage(
                 url, engine_kwargs=engine_kwargs,
                 heartbeat_interval=opt.heartbeat_interval_s, grace_period=opt.heartbeat_grace_s,
                 heartbeat_stale_trial_callback=retry_callback(opt.max_retries,

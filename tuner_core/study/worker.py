@@ -1,82 +1,84 @@
-"""A worker: the composition root that runs a study's trials in this process.
+"""A worker: the composition root that runs a study's trials in this process, one trainer
+per device at once (``trainer.devices``; one by default).
 
 Any number of workers (``python -m tuner_core worker``) may run the same study from
 machines that reach the storage. They take trials from the budget under a study-wide
-lock (:mod:`tuner_core.storage.budget_lock`), so together they run exactly ``n_trials``.
-Each running trial has a heartbeat; a trial whose worker died is failed when another
-worker notices and is retried (Optuna's ``RetryHeartbeatStaleTrialCallback``) from the
-dead trial's last checkpoint (see :class:`tuner_core.trial.runner.TrialRunner`).
+lock (:mod:`tuner_core.storage.budget_lock`), so together they run exactly ``n_trials``;
+each device of a worker takes its trials as a worker of its own would
+(:mod:`tuner_core.study.crew`). Each running trial has a heartbeat; a trial whose worker
+died is failed when another worker notices and is retried (Optuna's
+``RetryHeartbeatStaleTrialCallback``) from the dead trial's last checkpoint (see
+:class:`tuner_core.trial.runner.TrialRunner`). Each worker keeps its row in the fleet
+(:mod:`tuner_core.storage.fleet`) while it works.
 
 Once the budget is spent, a study with ``optimization.confirm`` trains its champions again
 with other seeds (:mod:`tuner_core.study.confirmation`).
 
 Each trial is heard by MLflow tracking and the model registry (when ``mlflow.enabled``;
 otherwise MLflow is never imported), then retention, then the caller's listener.
+
+A standing worker, which serves whichever study is running, is
+:mod:`tuner_core.study.standing`.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import optuna
-from optuna.trial import TrialState
 
-from tuner_core import tracking
 from tuner_core.config.sections import Config
-from tuner_core.storage.budget_lock import BudgetLock
-from tuner_core.storage.opening import open_storage
-from tuner_core.storage.retries import fail_stale_trials
-from tuner_core.study.confirmation import enqueue_confirmations
-from tuner_core.study.life import mark_finished_if_last, stop_requested, trials_left
-from tuner_core.study.retention import RetentionListener
-from tuner_core.trial.listener import ListenerGroup, TrialListener
-from tuner_core.trial.runner import TrialCrashed, TrialRunner
+from tuner_core.study.crew import Crew, DeviceWork, Turn
+from tuner_core.study.life import stop_requested
+from tuner_core.trial.devices import Device, resolve_devices
+from tuner_core.trial.listener import TrialListener
+from tuner_core.trial.runner import WorkerLeaving
+
+T = TypeVar("T")
 
 
 def run_worker(config: Config, study: optuna.Study, listener: TrialListener | None = None,
-               poll_s: float = 1.0) -> None:
+               poll_s: float = 1.0, devices: list[Device] | None = None) -> None:
     """Run trials of ``study`` until its budget is used or a stop is requested, then
     wait for the other workers' running trials (to retry any whose worker dies).
 
-    MLflow tracking and the model registry (when ``mlflow.enabled``) and retention hear
-    of every trial before ``listener`` does.
+    ``devices`` (default: ``trainer.devices``) each run one trainer at a time. MLflow
+    tracking and the model registry (when ``mlflow.enabled``) and retention hear of every
+    trial before ``listener`` does.
     """
-    mlflow = ((tracking.MlflowTracker(config), tracking.RegistryListener(config))
-              if config.mlflow.enabled else ())
-    listener = ListenerGroup(*mlflow, RetentionListener(config), listener)
-    runner = TrialRunner(config, study.study_name, stop_requested=lambda: stop_requested(study),
-                         listener=listener, poll_s=poll_s)
-    storage = open_storage(config)
-    budget_lock = BudgetLock(config.storage_url, storage.engine,
-                             storage.get_study_id_from_name(study.study_name))
+    devices = devices or resolve_devices(config.trainer.devices)
+    with Crew(config, devices, following=False, listener=listener, poll_s=poll_s) as crew:
 
-    def run_claimed_trial(trial: optuna.Trial) -> float:
-        budget_lock.release()  # the trial is in the storage now: every count sees it
-        return runner(trial)
+        def work(device: Device) -> DeviceWork:
+            desk = DeviceWork(crew, device, study)
+            try:
+                while not stop_requested(study) and not crew.leaving.is_set():
+                    turn = desk.turn()
+                    if turn is Turn.DONE:
+                        break
+                    if turn is Turn.WAITING:
+                        # The budget is taken, but another trial still runs; stay to retry
+                        # it should its worker die, and leave as soon as it ends.
+                        crew.leaving.wait(poll_s)
+            finally:
+                desk.close()
+            return desk
 
-    try:
-        while not stop_requested(study):
-            with budget_lock:
-                # Fail (and so queue the retry of) trials whose worker died, before counting.
-                fail_stale_trials(study)
-                queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-                if trials_left(study) > 0 or queued:
-                    study.optimize(run_claimed_trial, n_trials=1, catch=(TrialCrashed,),
-                                   gc_after_trial=False)
-                    continue
-                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                # The budget is spent and every trial has ended: confirm the champions, once.
-                if not running and enqueue_confirmations(config, study):
-                    continue
-            if not running:
-                break
-            # The budget is taken, but another worker's trial still runs; stay to retry it
-            # should that worker die, and leave as soon as it ends.
-            time.sleep(poll_s)
-        runner.renders.wait()  # the plots of stopped trials, drawn beside the later ones
-    finally:
-        runner.close()
-    with budget_lock:  # two workers leaving at once must not both end the study
-        finished = mark_finished_if_last(study)
-    if finished:
-        listener.study_finished(study)
+        try:
+            desks = on_each_device(devices, work)
+        except WorkerLeaving:  # its trials stay running, for another worker to retry
+            return
+        crew.finish_if_last(study, desks[0].listener)
+
+
+def on_each_device(devices: list[Device], work: Callable[[Device], T]) -> list[T]:
+    """``work(device)`` for every device at once, each in a thread (one device: in this
+    one); their results, once all have ended. The first error raises, after the others end.
+    """
+    if len(devices) == 1:
+        return [work(devices[0])]
+    with ThreadPoolExecutor(len(devices), thread_name_prefix="device") as pool:
+        futures = [pool.submit(work, device) for device in devices]
+    return [future.result() for future in futures]

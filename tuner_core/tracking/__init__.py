@@ -2,7 +2,8 @@
 ``mlflow.enabled`` is true (a worker without it imports no MLflow).
 
 Rooms: :mod:`~tuner_core.tracking.store` (the tracking store of a config: client,
-experiment, UI), :mod:`~tuner_core.tracking.runs` (the listener that mirrors trials into
+experiment, UI), :mod:`~tuner_core.tracking.provenance` (the code version and dataset of
+every run), :mod:`~tuner_core.tracking.runs` (the listener that mirrors trials into
 runs), :mod:`~tuner_core.tracking.registering` (the listener that registers each new best
 trial), :mod:`~tuner_core.tracking.registry` (reading, promoting and exporting versions).
 
@@ -15,6 +16,7 @@ from tuner_core.lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "STUDY_TAG": ".store",
     "ensure_experiment": ".store",
+    "experiment_url": ".store",
     "mlflow_client": ".store",
     "mlflow_ui_command": ".store",
     "run_figures": ".store",

@@ -9,13 +9,14 @@ new version of ``registry.model_name`` points at it::
 
 The model's folder also holds the checkpoint (``best.pt``: weights, optimiser, hparams; what
 ``python -m train.synthesize`` and exports use) and ``hparams.json``, and the code of the
-``train`` package, so it loads with torch alone. A version's tags say where it comes from,
-rounded for reading: ``study``, ``trial``, ``objective_metric``, ``value``, one
-``param.NAME`` per searched parameter and one ``metric.NAME`` per metric of the
-checkpoint's validation. The trial records the version number (user attr
-``registered_version``). A checkpoint trained with the same hyperparameters on the same
-data as a registered one (a study re-run with the same seed) is not registered again: the
-trial records that version instead.
+``train`` package, so it loads with torch alone. The logged model holds the searched
+parameters as its params and, linked to it as MLflow 3 links a model's metrics (the run's
+points of the checkpoint's validation, step = epoch), the metrics of that validation and
+``best_objective`` (the trial's value). A version's tags say only where it comes from:
+``study``, ``trial``, ``objective_metric`` and the digest below. The trial records the
+version number (user attr ``registered_version``). A checkpoint trained with the same
+hyperparameters on the same data as a registered one (a study re-run with the same seed) is
+not registered again: the trial records that version instead.
 
 Versions are never promoted automatically: the champion is a person's decision
 (:mod:`tuner_core.tracking.registry`).
@@ -28,13 +29,14 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import optuna
-from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 from optuna.trial import TrialState
 
@@ -42,18 +44,17 @@ import train
 from tuner_core.config.sections import Config
 from tuner_core.errors import RegistryError
 from tuner_core.lazy import LazyModule
-from tuner_core.storage.attributes import HISTORY_METRICS, TRIAL_RUN_ATTR, VERSION_ATTR
+from tuner_core.storage.attributes import TRIAL_RUN_ATTR, VALIDATION_METRICS, VERSION_ATTR
 from tuner_core.storage.confirmations import confirmation_groups
 from tuner_core.tracking.registry import (
     CHECKPOINT_FILE,
     CONFIRMED_TAG,
     DIGEST_TAG,
     HPARAMS_FILE,
-    METRIC_TAG,
-    PARAM_TAG,
     format_number,
 )
-from tuner_core.tracking.store import STUDY_TAG, mlflow_client
+from tuner_core.tracking.runs import metric_points
+from tuner_core.tracking.store import BEST_OBJECTIVE, STUDY_TAG, mlflow_client
 from tuner_core.trial.listener import TrialListener, is_new_best
 
 # torch, loaded only when a model is registered.
@@ -70,7 +71,8 @@ class BestCheckpoint:
 
     path: Path
     hparams: dict[str, Any]
-    metrics: dict[str, Any]
+    metrics: dict[str, Any]  # of its validation, with "epoch"
+    validated_at: float | None = None  # the validation's Unix time, as the run logged it
 
 
 def register_version(config: Config, trial: optuna.Trial, value: float,
@@ -93,18 +95,15 @@ def register_version(config: Config, trial: optuna.Trial, value: float,
             client.create_registered_model(
                 name, description=f"Tacotron2 checkpoints of {config.experiment_name} studies")
         model = _log_model(client, name, trial, run_id, best)
-        tags = {"study": trial.study.study_name, "trial": trial.number,
-                "objective_metric": config.optimization.objective_metric, "value": value,
-                **{PARAM_TAG + key: item for key, item in trial.params.items()},
-                **{METRIC_TAG + key: item for key, item in best.metrics.items()
-                   if item is not None},
-                DIGEST_TAG: digest}
+        _link_metrics(client, run_id, model.model_id, value, best)
+        tags = {"study": trial.study.study_name, "trial": str(trial.number),
+                "objective_metric": config.optimization.objective_metric, DIGEST_TAG: digest}
         # The artifact location, not models:/<model_id>: MLflow's SQL registry resolves a
         # models:/ source through the process-wide tracking URI, not this client's.
         version = str(client.create_model_version(
             name, source=model.artifact_location, run_id=run_id, model_id=model.model_id,
-            tags={key: format_number(item) for key, item in tags.items()},
-            description=f"trial {trial.number} of study {trial.study.study_name}").version)
+            tags=tags, description=f"trial {trial.number} of study {trial.study.study_name}"
+        ).version)
         # What MLflow's own registration records, so the UI links the model to its version.
         client.set_logged_model_tags(model.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(
             [{"name": name, "version": version}])})
@@ -120,6 +119,21 @@ def _digest(config: Config, hparams: dict[str, Any]) -> str:
     identity = json.dumps({"hparams": hparams, "dataset": str(config.dataset_path)},
                           sort_keys=True, default=str)
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def _link_metrics(client: mlflow.MlflowClient, run_id: str, model_id: str, value: float,
+                  best: BestCheckpoint) -> None:
+    """Link to the logged model the run's metrics of the checkpoint's validation and its
+    ``best_objective``: the same points again, with the model's id (MLflow stores a point
+    once in the run, and links it to the model)."""
+    epoch = best.metrics.get("epoch") or 0
+    points = metric_points(best.metrics, epoch, best.validated_at or time.time(), model_id)
+    # The run's best_objective, logged as the trial ended, or the value itself.
+    ended = client.get_metric_history(run_id, BEST_OBJECTIVE) or [
+        Metric(BEST_OBJECTIVE, value, int(time.time() * 1000), 0)]
+    points += [Metric(point.key, point.value, point.timestamp, point.step, model_id=model_id)
+               for point in ended[-1:]]
+    client.log_batch(run_id, metrics=points)
 
 
 def _log_model(client: mlflow.MlflowClient, name: str, trial: optuna.Trial, run_id: str,
@@ -163,6 +177,7 @@ class _RunningTrial:
 
     hparams: dict[str, Any] = field(default_factory=dict)     # of its current trainer
     validation: dict[str, Any] = field(default_factory=dict)  # the latest one's metrics
+    validated_at: float | None = None  # and its time
     best: BestCheckpoint | None = None
 
 
@@ -185,11 +200,12 @@ class RegistryListener(TrialListener):
         if event["event"] == "start":  # a restart after an adaptation changes them
             running.hparams = event["hparams"]
         elif event["event"] == "validation":
-            running.validation = {key: event.get(key) for key in HISTORY_METRICS} | {
+            running.validation = {key: event.get(key) for key in VALIDATION_METRICS} | {
                 "objective": objective}
+            running.validated_at = event["time"]
         elif event["event"] == "checkpoint" and event["kind"] == "best":
             running.best = BestCheckpoint(Path(event["path"]), running.hparams,
-                                          running.validation)
+                                          running.validation, running.validated_at)
 
     def trial_finished(self, trial: optuna.Trial, state: TrialState, value: float | None,
                        attrs: dict[str, Any]) -> None:

@@ -25,12 +25,15 @@ from typing import Any
 
 import mlflow
 import yaml
+from mlflow.entities import LoggedModel, ViewType
 from mlflow.entities.model_registry import ModelVersion
 
+from train.tacotron2 import vocoder
+from train.tacotron2.hparams import HParams
 from tuner_core.config.sections import Config
 from tuner_core.errors import RegistryError
 from tuner_core.lazy import LazyModule
-from tuner_core.tracking.store import mlflow_client
+from tuner_core.tracking.store import BEST_OBJECTIVE, mlflow_client
 
 # torch, only when a model is really loaded.
 artifacts = LazyModule("train.tacotron2.artifacts")
@@ -44,8 +47,6 @@ BEST = "best"  # a reference, not an alias: the version with the best value
 CHECKPOINT_FILE = "best.pt"
 HPARAMS_FILE = "hparams.json"
 DIGEST_TAG = "hparams_digest"  # of the checkpoint's hyperparameters and the dataset
-PARAM_TAG = "param."
-METRIC_TAG = "metric."
 CONFIRMED_TAG = "confirmed."  # mean, std, seeds: its configuration over training seeds
 
 
@@ -57,20 +58,40 @@ def _parsed(text: str) -> Any:
         return text
 
 
-def _version_info(version: ModelVersion, aliases: list[str]) -> dict[str, Any]:
+def _version_info(version: ModelVersion, aliases: list[str],
+                  model: LoggedModel | None) -> dict[str, Any]:
+    """What the list, the CLI and the bot show of a version: its tags, and the params and
+    linked metrics of its logged ``model`` (None: not found)."""
     tags = version.tags
-
-    def prefixed(prefix: str) -> dict[str, Any]:
-        return {key.removeprefix(prefix): _parsed(item) for key, item in tags.items()
-                if key.startswith(prefix)}
-
+    metrics = {point.key: point for point in sorted(
+        model.metrics or [] if model else [], key=lambda point: (point.step, point.timestamp))}
+    best = metrics.pop(BEST_OBJECTIVE, None)
     return {"version": str(version.version), "aliases": aliases, "study": tags.get("study"),
             "trial": _parsed(tags["trial"]) if "trial" in tags else None,
-            "value": _parsed(tags["value"]) if "value" in tags else None,
+            "value": best.value if best else None,
             "objective_metric": tags.get("objective_metric"),
-            "params": prefixed(PARAM_TAG), "metrics": prefixed(METRIC_TAG),
-            "confirmation": prefixed(CONFIRMED_TAG) or None,
+            "params": {key: _parsed(item) for key, item in (model.params if model else {}).items()},
+            "metrics": {key: point.value for key, point in metrics.items()},
+            "epoch": max((point.step for point in metrics.values()), default=None),
+            "confirmation": {key.removeprefix(CONFIRMED_TAG): _parsed(item)
+                             for key, item in tags.items()
+                             if key.startswith(CONFIRMED_TAG)} or None,
             "created": version.creation_timestamp / 1000, "run_id": version.run_id}
+
+
+def _logged_models(client: mlflow.MlflowClient, name: str) -> dict[str, LoggedModel]:
+    """The logged models named ``name``, by artifact location: a version's source (MLflow's
+    SQL registry keeps no model id on a version)."""
+    experiments = [experiment.experiment_id
+                   for experiment in client.search_experiments(view_type=ViewType.ALL)]
+    models: dict[str, LoggedModel] = {}
+    token = None
+    while True:
+        page = client.search_logged_models(experiments, f"name = '{name}'", page_token=token)
+        models.update((model.artifact_location, model) for model in page)
+        token = page.token
+        if not token:
+            return models
 
 
 def _versions(client: mlflow.MlflowClient, name: str) -> list[dict[str, Any]]:
@@ -81,7 +102,8 @@ def _versions(client: mlflow.MlflowClient, name: str) -> list[dict[str, Any]]:
     aliases: dict[str, list[str]] = {}
     for alias, version in models[0].aliases.items():
         aliases.setdefault(str(version), []).append(alias)
-    versions = [_version_info(v, sorted(aliases.get(str(v.version), [])))
+    logged = _logged_models(client, name)
+    versions = [_version_info(v, sorted(aliases.get(str(v.version), [])), logged.get(v.source))
                 for v in client.search_model_versions(f"name = '{name}'")]
     return sorted(versions, key=lambda info: int(info["version"]), reverse=True)
 
@@ -109,8 +131,9 @@ def _select(config: Config, versions: list[dict[str, Any]], ref: str | int) -> d
 
 def list_versions(config: Config) -> list[dict[str, Any]]:
     """Every version of the model, newest first: ``version``, ``aliases``, ``study``,
-    ``trial``, ``value``, ``objective_metric``, ``params``, ``metrics``, ``created``
-    (Unix time) and ``run_id``."""
+    ``trial``, ``value``, ``objective_metric``, ``params`` and ``metrics`` (of its logged
+    model), ``epoch`` (of those metrics), ``confirmation``, ``created`` (Unix time) and
+    ``run_id``."""
     return _versions(mlflow_client(config), str(config.registry.model_name))
 
 
@@ -198,9 +221,11 @@ def export(config: Config, ref: str | int, out_dir: Path) -> Path:
     info = _select(config, _versions(client, name), ref)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = _download(client, name, info["version"], CHECKPOINT_FILE, out_dir)
-    _download(client, name, info["version"], HPARAMS_FILE, out_dir)
+    hparams = _download(client, name, info["version"], HPARAMS_FILE, out_dir)
     (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     sample = _audio_sample(client, info["run_id"], checkpoint, out_dir)
+    hp = HParams.from_dict(json.loads(hparams.read_text()))  # its vocoder spoke the sample
+    info = info | {"vocoder": vocoder.chosen(hp.vocoder, hp)}
     (out_dir / "MODEL_CARD.md").write_text(model_card(config, info, sample.name))
     return out_dir
 
@@ -239,7 +264,8 @@ def model_card(config: Config, info: dict[str, Any], sample: str) -> str:
            f"**{format_number(info['confirmation']['mean'])}** ± "
            f"{format_number(info['confirmation']['std'])}"
            if info["confirmation"] else "from one training seed (not confirmed)")
-        + ". At the checkpoint's validation:",
+        + ". At the checkpoint's validation"
+        + (f" (epoch {info['epoch']}):" if info.get("epoch") is not None else ":"),
         "",
         "| metric | value |",
         "|---|---|",
@@ -258,7 +284,7 @@ def model_card(config: Config, info: dict[str, Any], sample: str) -> str:
         "",
         f"- `{CHECKPOINT_FILE}`: the checkpoint (model, optimiser, hyperparameters)",
         f"- `{HPARAMS_FILE}`, `config.yaml`",
-        f"- `{sample}`: a spoken sample (Griffin-Lim)",
+        f"- `{sample}`: a spoken sample (vocoder: {info.get('vocoder', 'not recorded')})",
         "",
         "## Synthesis",
         "",

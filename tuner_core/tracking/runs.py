@@ -6,8 +6,11 @@ Runs go to the experiment ``mlflow.experiment_name`` at ``mlflow.tracking_uri`` 
 in the state folder by default; a tracking server URL works the same way):
 
 - the study's parent run (tags ``smart_tuner.study=<name>``, ``smart_tuner.role=study``)
-  holds the study's objective, search space and fixed hyperparameters as params; it ends
-  FINISHED with the study, or KILLED when the study was stopped on request;
+  holds the study's objective, search space and fixed hyperparameters as params and, kept
+  up to date as trials end (step: the trials ended so far), the metrics ``best_value`` and
+  ``trials_complete``, ``trials_pruned``, ``trials_fail``, and the tags ``best.trial`` and
+  ``best.<param>`` (tags, as a param cannot change); so studies sort and compare in the
+  UI. It ends FINISHED with the study, or KILLED when the study was stopped on request;
 - each trial's child run ``trial-NNNN`` holds the trial's hyperparameters as params, one
   point per validation of each of :data:`TRACKED_METRICS` (step = epoch), the trainer's
   plots and audio samples as they are written, the adaptations (``adaptations.json``)
@@ -20,6 +23,9 @@ in the state folder by default; a tracking server URL works the same way):
   Whatever the run folder's ``artifacts/`` holds when the trial ends and was not logged
   yet goes to the run then, whatever the outcome: a pruned or stopped trainer may write
   its plots after the tuner stopped listening to it.
+
+Every run records the code's version and the dataset it trained on
+(:mod:`tuner_core.tracking.provenance`).
 
 The run ids are kept in the Optuna storage, for the bot and the registry:
 ``mlflow_run_id`` on each trial and ``mlflow_parent_run_id`` on the study.
@@ -34,6 +40,7 @@ import functools
 import json
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +55,7 @@ from mlflow.utils.validation import (
     MAX_PARAMS_TAGS_PER_BATCH,
     MAX_TAG_VAL_LENGTH,
 )
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from tuner_core.config.sections import Config
@@ -62,7 +70,9 @@ from tuner_core.storage.attributes import (
     worker_lost,
 )
 from tuner_core.storage.retries import lost_predecessor
+from tuner_core.tracking.provenance import code_tags, dataset_input
 from tuner_core.tracking.store import (
+    BEST_OBJECTIVE,
     ROLE_TAG,
     STUDY_TAG,
     artifact_folder,
@@ -79,6 +89,9 @@ TRACKED_METRICS = ("train_loss", "val_loss", "val_mel_loss", "val_gate_loss", "g
                    "attention_progress", "attention_coverage", "stop_rate", "length_ratio",
                    "objective")
 
+# The trial states counted on the study's parent run (trials_complete, ...): the ended ones.
+SUMMARISED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
 # A trial run's final status, by the trial's outcome.
 RUN_STATUS = {Outcome.COMPLETED: "FINISHED", Outcome.EARLY_STOPPED: "FINISHED",
               Outcome.PRUNED: "KILLED", Outcome.STOPPED_BY_USER: "KILLED",
@@ -86,6 +99,21 @@ RUN_STATUS = {Outcome.COMPLETED: "FINISHED", Outcome.EARLY_STOPPED: "FINISHED",
 
 
 # --- Logging helpers -------------------------------------------------------------------
+
+def metric_points(values: Mapping[str, Any], step: int, time_s: float,
+                  model_id: str | None = None) -> list[Metric]:
+    """The finite :data:`TRACKED_METRICS` of a validation's ``values``, as MLflow metrics at
+    ``step`` (its epoch) logged at ``time_s`` (the validation's Unix time); linked to the
+    logged model ``model_id`` when given.
+
+    The same validation gives the same points: logged again with a model id, they link the
+    run's existing points to the model (MLflow keeps one copy of an identical point).
+    """
+    timestamp = int(time_s * 1000)
+    return [Metric(key, float(values[key]), timestamp, step, model_id=model_id)
+            for key in TRACKED_METRICS
+            if values.get(key) is not None and math.isfinite(values[key])]
+
 
 def _text(value: Any, limit: int) -> str:
     """``value`` as MLflow stores it (text), cut to ``limit`` characters."""
@@ -170,12 +198,13 @@ class MlflowTracker(TrialListener):
             self.experiment_id, run_name=f"trial-{trial.number:04d}",
             tags={MLFLOW_PARENT_RUN_ID: self._parent_run_id(study), STUDY_TAG: study.study_name,
                   ROLE_TAG: "trial", "smart_tuner.trial": str(trial.number),
-                  "smart_tuner.run_dir": str(run_dir),
+                  "smart_tuner.run_dir": str(run_dir), **code_tags(),
                   **({"smart_tuner.confirms": str(confirms)} if confirms is not None else {})})
         run_id = run.info.run_id
         self._trials[trial.number] = _TrackedTrial(run_id, run_dir)
         trial.set_user_attr(TRIAL_RUN_ATTR, run_id)
         log_params(self.client, run_id, hparams)
+        self._log_dataset(run_id)
 
     @_never_raises
     def trainer_event(self, trial: optuna.Trial, event: dict[str, Any],
@@ -185,13 +214,8 @@ class MlflowTracker(TrialListener):
             return
         run_id = tracked.run_id
         if event["event"] == "validation":
-            values = {key: event.get(key) for key in TRACKED_METRICS if key != "objective"}
-            values["objective"] = objective
-            timestamp = int(event["time"] * 1000)
-            metrics = [Metric(key, float(value), timestamp, event["epoch"])
-                       for key, value in values.items()
-                       if value is not None and math.isfinite(value)]
-            self.client.log_batch(run_id, metrics=metrics)
+            self.client.log_batch(run_id, metrics=metric_points(
+                event | {"objective": objective}, event["epoch"], event["time"]))
         elif event["event"] == "artifact":
             tracked.log_artifact(self.client, Path(event["path"]))
 
@@ -216,7 +240,7 @@ class MlflowTracker(TrialListener):
         run_id = tracked.run_id
         self._log_outcome(run_id, state, attrs)
         if value is not None:
-            self.client.log_metric(run_id, "best_objective", value)
+            self.client.log_metric(run_id, BEST_OBJECTIVE, value)
         if attrs.get("log_tail"):
             self.client.log_text(run_id, attrs["log_tail"], "trainer_log_tail.txt")
         # The trainer has exited: what it wrote after its last event is on disk now.
@@ -224,6 +248,8 @@ class MlflowTracker(TrialListener):
             if path.is_file() and path not in tracked.logged:
                 tracked.log_artifact(self.client, path)
         self.client.set_terminated(run_id, RUN_STATUS[attrs["outcome"]])
+        # Optuna records the trial's state after this hook: the summary is told it.
+        self._log_study_summary(trial.study, {trial.number: (state, value)})
 
     @_never_raises
     def artifact_rendered(self, trial_number: int, path: Path) -> None:
@@ -237,9 +263,49 @@ class MlflowTracker(TrialListener):
         run_id = self._parent_run_ids.get(study.study_name) or self._find_parent_run(study)
         if run_id is None:  # no trial of this study was ever tracked
             return
+        self._log_study_summary(study)
         # end_reason is set by the study's last worker just before study_finished is called.
         stopped = study.user_attrs.get(END_REASON_ATTR) == "stopped on request"
         self.client.set_terminated(run_id, "KILLED" if stopped else "FINISHED")
+
+    def _log_dataset(self, run_id: str) -> None:
+        dataset = dataset_input(self.config.dataset_path)
+        if dataset is not None:
+            self.client.log_inputs(run_id, [dataset])
+
+    def _log_study_summary(self, study: optuna.Study,
+                           ending: Mapping[int, tuple[TrialState, float | None]] | None = None
+                           ) -> None:
+        """Log on the study's parent run its best value, its trials by state and (as tags,
+        which may change) the best trial and its parameters; ``ending``: the state and
+        value of trials that end now, before Optuna records them.
+
+        Metrics are at step "trials ended so far", so the UI charts the study's progress.
+        """
+        run_id = self._parent_run_ids.get(study.study_name) or self._find_parent_run(study)
+        if run_id is None:
+            return
+        trials = {trial.number: (trial.state, trial.value, trial.params)
+                  for trial in study.get_trials(deepcopy=False)}
+        for number, (state, value) in (ending or {}).items():
+            trials[number] = (state, value, trials[number][2])
+        counts = {state: sum(ended is state for ended, _, _ in trials.values())
+                  for state in SUMMARISED}
+        step, now = sum(counts.values()), int(time.time() * 1000)
+        metrics = [Metric(f"trials_{state.name.lower()}", count, now, step)
+                   for state, count in counts.items()]
+        completed = [(value, number, params) for number, (state, value, params) in trials.items()
+                     if state is TrialState.COMPLETE and value is not None
+                     and math.isfinite(value)]
+        tags = {}
+        if completed:
+            better = min if study.direction is StudyDirection.MINIMIZE else max
+            value, number, params = better(completed, key=lambda trial: trial[0])
+            metrics.append(Metric("best_value", value, now, step))
+            tags = _tags({"best.trial": number,
+                          **{f"best.{key}": item for key, item in params.items()}})
+        self.client.log_batch(run_id, metrics=metrics,
+                              tags=[RunTag(key, tag) for key, tag in tags.items()])
 
     def _log_outcome(self, run_id: str, state: TrialState, attrs: dict[str, Any]) -> None:
         tags = _tags({"smart_tuner.outcome": attrs["outcome"],
@@ -302,7 +368,9 @@ class MlflowTracker(TrialListener):
         run = self.client.create_run(
             self.experiment_id, run_name=study.study_name,
             tags=_tags({STUDY_TAG: study.study_name, ROLE_TAG: "study",
-                        "smart_tuner.n_trials": study.user_attrs.get(BUDGET_ATTR)}))
+                        "smart_tuner.n_trials": study.user_attrs.get(BUDGET_ATTR),
+                        **code_tags()}))
+        self._log_dataset(run.info.run_id)
         opt = self.config.optimization
         log_params(self.client, run.info.run_id, {
             **_study_params(study.user_attrs.get(CONFIG_ATTR, {})),

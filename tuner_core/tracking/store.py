@@ -4,9 +4,10 @@ and figures are, and how to open its UI.
 The store is ``mlflow.tracking_uri`` (SQLite in the state folder by default; a tracking
 server URL works the same way), which also holds the model registry.
 
-The experiment is tagged ``mlflow.experimentKind=custom_model_development``, so MLflow's
-UI opens it in its model-training view (runs, metrics, logged models), not in the GenAI
-view (traces) it shows an experiment of unknown kind.
+MLflow's UI (3.17) shows every experiment in the view the page's URL names, else in the
+one last chosen in that browser (GenAI, with traces, at first): the experiment's tags do
+not decide it. So the URLs printed here name the model-training view (runs, metrics,
+logged models): :func:`experiment_url`.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from tuner_core.storage.file_lock import file_lock
 
 STUDY_TAG = "smart_tuner.study"
 ROLE_TAG = "smart_tuner.role"  # "study" (the parent run) or "trial"
+# A trial's value: a metric of its run, and of its registered model.
+BEST_OBJECTIVE = "best_objective"
 
-# MLflow's UI reads this experiment tag (mlflow/server/js, MLflow 3.17) to choose the
-# experiment's view; "custom_model_development" is its model-training view.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-MODEL_TRAINING = "custom_model_development"
+# The URL parameter MLflow's UI (mlflow/server/js, 3.17: its WorkflowType) reads, on any
+# page, to choose between its GenAI and its model-training ("machine_learning") view.
+TRAINING_VIEW = "workflowType=machine_learning"
 
 # Where each trainer artifact goes among the run's artifacts, by its file name's prefix
 # (alignment_e0003.png, mel_e0003.png, sample_e0003.wav); any other prefix is its own folder.
@@ -73,15 +75,13 @@ def _prepare_sqlite_store(uri: str) -> None:
 
 
 def ensure_experiment(client: mlflow.MlflowClient, config: Config) -> str:
-    """The id of the configured experiment, created (or restored from deletion) if need be,
-    and tagged as model training."""
+    """The id of the configured experiment, created (or restored from deletion) if need be."""
     name = str(config.mlflow.experiment_name)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         root = artifact_root(config)
         try:
-            return client.create_experiment(name, artifact_location=str(root) if root else None,
-                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+            return client.create_experiment(name, artifact_location=str(root) if root else None)
         except MlflowException:
             # Another worker may have created it in the meantime.
             experiment = client.get_experiment_by_name(name)
@@ -89,9 +89,12 @@ def ensure_experiment(client: mlflow.MlflowClient, config: Config) -> str:
                 raise
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
-    if EXPERIMENT_KIND_TAG not in experiment.tags:  # created before the tag was set
-        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     return experiment.experiment_id
+
+
+def experiment_url(ui_url: str, experiment_id: str) -> str:
+    """The page of an experiment in MLflow's UI at ``ui_url``, in its model-training view."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}?{TRAINING_VIEW}"
 
 
 def mlflow_ui_command(config: Config) -> str:

@@ -3,7 +3,8 @@
 Rooms: :mod:`~tuner_core.trial.runner` (the Optuna objective: start the trainer, judge each
 validation, end or adapt the run, record why), :mod:`~tuner_core.trial.listener` (the hooks
 its observers implement), :mod:`~tuner_core.trial.process` (the trainer process and the
-warm launcher that forks it), :mod:`~tuner_core.trial.rendering` (plots and audio drawn
+warm launcher that forks it), :mod:`~tuner_core.trial.devices` (the device each trainer
+sees), :mod:`~tuner_core.trial.rendering` (plots and audio drawn
 beside the next trial).
 
 May import: :mod:`tuner_core.storage`, :mod:`tuner_core.config`, :mod:`tuner_core.rules`,

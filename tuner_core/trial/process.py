@@ -9,7 +9,8 @@ to the trainer's log, ``RUN_DIR/train.log`` (the trainer, started with
 A worker starts its trainers warm: a :class:`TrainerLauncher` (``python -m
 train.launcher``) has imported the trainer once and forks one process per trainer, so a
 trial starts training without seconds of imports. Without one (or should it die), the
-trainer is started cold, as its own ``python -m train``.
+trainer is started cold, as its own ``python -m train``. A worker with several devices
+shares one launcher among their trainers (:class:`SharedLauncher`).
 """
 
 from __future__ import annotations
@@ -130,6 +131,33 @@ class TrainerLauncher:
         """End the launcher (its running trainers get SIGTERM from the kernel)."""
         self._sock.close()
         self._proc.wait()
+
+
+class SharedLauncher:
+    """A worker's one :class:`TrainerLauncher`, shared by its trainers (one per device):
+    started with the first trainer, so a worker that trains nothing pays no imports, and
+    replaced should it die."""
+
+    def __init__(self, python: str, cwd: Path, env: dict[str, str]):
+        self._args = (python, cwd, env)
+        self.current: TrainerLauncher | None = None
+        self._lock = threading.Lock()  # two devices' trainers starting at once start one
+
+    def ready(self) -> TrainerLauncher:
+        with self._lock:
+            if self.current is not None and not self.current.alive:
+                log.warning("the trainer launcher exited; starting a new one")
+                self.current = None
+            if self.current is None:
+                self.current = TrainerLauncher(*self._args)
+            return self.current
+
+    def close(self) -> None:
+        """End the launcher; call when the worker leaves."""
+        with self._lock:
+            if self.current is not None:
+                self.current.close()
+                self.current = None
 
 
 def launch(program: str, args: Sequence[str], *, python: str, cwd: Path,

@@ -17,9 +17,11 @@ A trainer that crashes (exit code other than 0 or the divergence code) fails the
 trial with its exit code and log tail; the study goes on. Everything the bot and
 the reports need ends up on the trial's user attributes in the storage:
 ``outcome``, ``criterion``, ``reason``, ``recommendation``, ``stop_epoch``,
-``adaptations``, ``run_dir``, ``worker``, ``best_checkpoint``, ``last_metrics``, ``history``,
+``adaptations``, ``run_dir``, ``worker``, ``host``, ``device`` (where it trained),
+``best_checkpoint``, ``last_metrics``,
 ``anomalies`` (:mod:`tuner_core.rules.metric_history`), ``seconds`` and, for failures,
-``exit_code`` and ``log_tail``.
+``exit_code`` and ``log_tail``. Per validation, the trial keeps the value reported to the
+pruner (its intermediate values); the listeners hear every metric (MLflow keeps them all).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,29 +45,41 @@ from train.tacotron2.events import EXIT_DIVERGED
 from train.tacotron2.hparams import HParams
 from tuner_core.config.location import PROJECT_ROOT
 from tuner_core.config.sections import Config
+from tuner_core.logs import AlreadyLogged
 from tuner_core.rules.adaptation import adapt_hparams
 from tuner_core.rules.early_stop import Action, Decision, EarlyStopController, EpochMetrics
 from tuner_core.rules.metric_history import detect_anomalies
 from tuner_core.rules.search_space import suggest
 from tuner_core.storage.attributes import (
     CONFIRMS_ATTR,
-    HISTORY_METRICS,
     TRAINING_SEED_ATTR,
+    VALIDATION_METRICS,
     Outcome,
 )
 from tuner_core.storage.retries import retried_from
+from tuner_core.trial.devices import DEFAULT_DEVICE, Device
 from tuner_core.trial.listener import TrialListener, is_new_best
-from tuner_core.trial.process import TrainerLauncher, TrainerProcess
+from tuner_core.trial.process import SharedLauncher, TrainerLauncher, TrainerProcess
 from tuner_core.trial.rendering import BackgroundRenders
 
 log = logging.getLogger(__name__)
 
 # Who ran a trial, when several machines work on one study: "host:pid".
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
+HOST = socket.gethostname()
+WORKER = f"{HOST}:{os.getpid()}"
 
 
-class TrialCrashed(RuntimeError):
-    """The trainer exited abnormally; the trial is failed and the study goes on."""
+class TrialCrashed(AlreadyLogged, RuntimeError):
+    """The trainer exited abnormally; the trial is failed (its reason logged) and the study
+    goes on."""
+
+
+class WorkerLeaving(BaseException):
+    """The worker is leaving (SIGTERM) mid-trial: its trainer has saved and exited.
+
+    Not an :class:`Exception`, so that Optuna does not record the trial as failed: it
+    stays running, its heartbeat stops, and another worker retries it from its last
+    checkpoint, as it would had the worker been killed."""
 
 
 @dataclass
@@ -80,7 +95,8 @@ class _Run:
     seconds: float = 0.0
     best_checkpoint: str | None = None
     adaptations: list[dict[str, Any]] = field(default_factory=list)
-    # Per-validation series, {metric: [values]}, kept on the trial as "history".
+    # Per-validation series, {metric: [values]}, where anomalies are looked for. Not kept
+    # on the trial: a user attribute shows in every row of `optuna trials`.
     history: dict[str, list[Any]] = field(default_factory=dict)
     # Spikes and non-finite values found in the history, kept on the trial as "anomalies".
     anomalies: list[dict[str, Any]] = field(default_factory=list)
@@ -114,8 +130,19 @@ class TrialRunner:
 
     def __init__(self, config: Config, study_name: str,
                  stop_requested: Callable[[], bool] = lambda: False,
-                 listener: TrialListener | None = None, poll_s: float = 1.0):
+                 listener: TrialListener | None = None, poll_s: float = 1.0,
+                 device: Device = DEFAULT_DEVICE, trainers: int = 1,
+                 launcher: SharedLauncher | None = None,
+                 leaving: threading.Event | None = None):
+        """``device``: where this runner's trainers train; ``trainers``: how many this
+        worker runs at once (one per device), which share its CPU cores; ``launcher``: the
+        worker's, shared by its runners (else the runner starts its own, if
+        ``trainer.preload``); ``leaving``: set when the worker leaves, which ends the
+        running trial with :class:`WorkerLeaving`."""
+        self.leaving = leaving or threading.Event()
         self.config = config
+        self.device = device
+        self.trainers = trainers
         self.study_name = study_name
         self.stop_requested = stop_requested
         self.listener = listener or TrialListener()
@@ -125,27 +152,25 @@ class TrialRunner:
             config.trainer.python,
             ["--data", str(config.dataset_path),
              "--cache-dir", str(config.state_dir / "mel_cache")],
-            self._child_env(threads=1), PROJECT_ROOT, self.listener.artifact_rendered,
+            self.child_env(threads=1), PROJECT_ROOT, self.listener.artifact_rendered,
             launcher=lambda: self.launcher)
-        # Started with the first trainer, so a worker that trains nothing pays no imports.
-        self.launcher: TrainerLauncher | None = None
+        self._owns_launcher = launcher is None
+        self.launchers = launcher if launcher is not None or not config.trainer.preload else (
+            SharedLauncher(config.trainer.python, PROJECT_ROOT, self.child_env(threads=1)))
+
+    @property
+    def launcher(self) -> TrainerLauncher | None:
+        """The launcher started so far, if any."""
+        return self.launchers.current if self.launchers is not None else None
 
     def _ready_launcher(self) -> TrainerLauncher | None:
         """The worker's launcher (``trainer.preload``), started or replaced if need be."""
-        if not self.config.trainer.preload:
-            return None
-        if self.launcher is not None and not self.launcher.alive:
-            log.warning("the trainer launcher exited; starting a new one")
-            self.launcher = None
-        if self.launcher is None:
-            self.launcher = TrainerLauncher(self.config.trainer.python, PROJECT_ROOT,
-                                            self._child_env(threads=1))
-        return self.launcher
+        return self.launchers.ready() if self.launchers is not None else None
 
     def close(self) -> None:
-        """End the trainer launcher; call when the worker leaves."""
-        if self.launcher is not None:
-            self.launcher.close()
+        """End the trainer launcher, if it is this runner's own; call when the worker leaves."""
+        if self._owns_launcher and self.launchers is not None:
+            self.launchers.close()
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest(trial, self.config.hyperparameter_search_space)
@@ -153,12 +178,15 @@ class TrialRunner:
         queued_with = trial.user_attrs
         seed = queued_with.get(TRAINING_SEED_ATTR)
         hparams = HParams.from_overrides({**self.config.fixed_hparams, **params,
-                                          **({"seed": seed} if seed is not None else {})}
-                                         ).to_dict()
+                                          **({"seed": seed} if seed is not None else {}),
+                                          **self.device.hparams()}).to_dict()
         run_dir = self.config.checkpoint_dir / self.study_name / f"trial_{trial.number:04d}"
         resume = self._checkpoint_to_resume(trial)
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", WORKER)
+        trial.set_user_attr("host", HOST)
+        if self.device is not DEFAULT_DEVICE:
+            trial.set_user_attr("device", self.device.name)
         self.listener.trial_started(trial, hparams, run_dir)
 
         run = _Run(self.direction, confirming=CONFIRMS_ATTR in queued_with)
@@ -197,8 +225,19 @@ class TrialRunner:
                    ) -> tuple[Decision | None, TrainerProcess]:
         """Run the trainer until it ends or a decision ends it; the decision, if any."""
         process = self._start_trainer(hparams, run_dir, resume, self._threads(trial))
+        try:
+            return self._follow(trial, run, controller, hparams, process), process
+        except BaseException:  # the worker is going: the trainer saves and exits first
+            process.terminate(self.config.trainer.grace_period_s)
+            raise
+
+    def _follow(self, trial: optuna.Trial, run: _Run, controller: EarlyStopController,
+                hparams: dict[str, Any], process: TrainerProcess) -> Decision | None:
+        """Judge the trainer's events until it ends; the decision that ended it, if any."""
         decision: Decision | None = None
         for event in process.events(self.poll_s):
+            if self.leaving.is_set():
+                raise WorkerLeaving(f"trial {trial.number}: the worker is leaving")
             if event is None:
                 if decision is None and self.stop_requested():
                     decision = self._user_stop(run)
@@ -224,8 +263,14 @@ class TrialRunner:
                     self.renders.start(trial.number, Path(run.best_checkpoint))
             elif event["event"] == "end":
                 run.seconds += event.get("seconds") or 0.0
+            elif event["event"] == "start":
+                event["host"] = HOST
+                if self.device is DEFAULT_DEVICE:  # the one the trainer chose
+                    trial.set_user_attr("device", event.get("device"))
+                else:  # as the fleet names it: the trainer sees its CUDA device as cuda:0
+                    event["device"] = self.device.name
             self.listener.trainer_event(trial, event, objective)
-        return decision, process
+        return decision
 
     def _draws_new_best(self, trial: optuna.Trial, run: _Run, hparams: dict[str, Any]) -> bool:
         """Whether the trial's new best checkpoint beats every completed trial, and so is
@@ -237,18 +282,19 @@ class TrialRunner:
                 and is_new_best(trial.study, run.best_objective, first=False))
 
     def _threads(self, trial: optuna.Trial) -> int:
-        """``trainer.threads``, else this machine's cores shared by its working trainers.
+        """``trainer.threads``, else this machine's cores shared by its working trainers:
+        this worker's (one per device) and other workers' on this machine.
 
         Torch's default (every core) in several trainers at once oversubscribes the CPU:
         on 2 cores, two trainers at the default threads ran 3x slower than at one each.
         """
         if self.config.trainer.threads is not None:
             return self.config.trainer.threads
-        host = WORKER.split(":")[0]
-        others = {attrs["worker"] for attrs in (t.user_attrs for t in trial.study.get_trials(
-                      deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
-                  if attrs.get("worker", "").startswith(f"{host}:") and attrs["worker"] != WORKER}
-        return max(1, (os.cpu_count() or 1) // (1 + len(others)))
+        others = sum(1 for attrs in (t.user_attrs for t in trial.study.get_trials(
+                         deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+                     if attrs.get("worker", "").startswith(f"{HOST}:")
+                     and attrs["worker"] != WORKER)
+        return max(1, (os.cpu_count() or 1) // (self.trainers + others))
 
     def _start_trainer(self, hparams: dict[str, Any], run_dir: Path,
                        resume: Path | None, threads: int) -> TrainerProcess:
@@ -268,11 +314,12 @@ class TrialRunner:
             args += ["--table", str(trainer.replay)]
             program = "train.replay"
         return TrainerProcess(args, run_dir, python=trainer.python, cwd=PROJECT_ROOT,
-                              env=self._child_env(threads), launcher=self._ready_launcher(),
+                              env=self.child_env(threads) | self.device.environment(),
+                              launcher=self._ready_launcher(),
                               program=program)
 
     @staticmethod
-    def _child_env(threads: int) -> dict[str, str]:
+    def child_env(threads: int) -> dict[str, str]:
         """The environment of a trainer (or renderer): no bot token, one fewer process that
         could leak it; torch's intra-op threads set."""
         return {**{key: value for key, value in os.environ.items()
@@ -293,12 +340,11 @@ class TrialRunner:
         reported = objective if pruned_on is None else float(event.get(pruned_on) or math.nan)
         if math.isfinite(reported):
             trial.report(reported, run.reports)
-        metrics = {key: event.get(key) for key in HISTORY_METRICS} | {
+        metrics = {key: event.get(key) for key in VALIDATION_METRICS} | {
             "objective": objective if math.isfinite(objective) else None}
         for key, value in metrics.items():
             run.history.setdefault(key, []).append(value)
         trial.set_user_attr("last_metrics", metrics)
-        trial.set_user_attr("history", run.history)
         # Only the newest validation: the earlier ones were checked as they arrived.
         new = detect_anomalies(run.history, since=len(run.history["epoch"]) - 1)
         for anomaly in new:
@@ -395,5 +441,6 @@ class TrialRunner:
                 value: float | None, attrs: dict[str, Any]) -> None:
         for key, value_ in attrs.items():
             trial.set_user_attr(key, value_)
-        log.info("trial %d %s: %s", trial.number, attrs["outcome"], attrs["reason"])
+        level = logging.WARNING if state is optuna.trial.TrialState.FAIL else logging.INFO
+        log.log(level, "trial %d %s: %s", trial.number, attrs["outcome"], attrs["reason"])
         self.listener.trial_finished(trial, state, value, attrs)
