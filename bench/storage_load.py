@@ -1,6 +1,6 @@
 """Storage load: how many workers one study storage holds.
 
-    .venv/bin/python bench/storage_load.py [--workers 8,16,32,64] [--sqlite 8,32]
+    .venv/bin/python bench/storage_load.py [--workers 8,16,32] [--sqlite 8,32]
         [--per-worker 2] [--stop 32] [--timeout 600]
 
 For each number of workers, one study whose budget is ``--per-worker`` trials per worker,
@@ -287,7 +287,7 @@ HEADER = ("| storage | workers | trials | wall s | trials/min | op p50 / p95 ms 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", default="8,16,32,64",
+    parser.add_argument("--workers", default="8,16,32",
                         help="numbers of workers on PostgreSQL, comma-separated")
     parser.add_argument("--sqlite", default="8,32",
                         help="numbers of workers on SQLite, comma-separated ('' for none)")

@@ -19,6 +19,7 @@ from typing import Any
 
 from bot.clock import duration
 from bot.fleet_texts import fleet_lines
+from bot.listening_texts import best_lines, new_best_note
 from bot.service import ExportedModel, StartedStudy, StopOutcome, quoted
 from tuner_core.reporting.events import Kind, Notification
 
@@ -66,7 +67,9 @@ def study_started(study: StartedStudy) -> str:
             f"{html.escape(study.objective_metric)} "
             f"({study.direction}).\n"
             f"Search space:\n{_pre(study.search_space)}\n"
-            "I will report every trial here. /status shows the progress.")
+            + ("The standing workers take its trials (/workers lists them). "
+               if study.by_fleet else "")
+            + "I will report every trial here. /status shows the progress.")
 
 
 def already_running(status: Mapping[str, Any]) -> str:
@@ -144,6 +147,7 @@ def best_text(best: Mapping[str, Any], model: Mapping[str, Any] | None) -> str:
                      f"<b>{_number(confirmation['mean'])}</b> ± {_number(confirmation['std'])}")
     else:
         lines.append("Not confirmed: one training seed, which may have been lucky.")
+    lines += best_lines(best)
     if best.get("mlflow_run_id"):
         lines.append(f"MLflow run <code>{html.escape(best['mlflow_run_id'])}</code>")
     if model:
@@ -275,7 +279,8 @@ def notification_text(notification: Notification) -> str:
         before = (f" (was {_number(facts['previous_value'])}, trial {facts['previous_trial']})"
                   if facts["previous_trial"] is not None else "")
         return (f"🏆 New best in {study}: <b>{_number(facts['value'])}</b> by trial "
-                f"{facts['trial']}{before}\n{_params_table(facts['params'])}")
+                f"{facts['trial']}{before}\n{_params_table(facts['params'])}"
+                + new_best_note(facts))
     if notification.kind is Kind.TRAINING_COMPLETE:
         return _study_finished(study, facts)
     return _trial_finished(study, facts)

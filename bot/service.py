@@ -30,6 +30,7 @@ from typing import Any
 
 import optuna
 
+from bot.listening_texts import refused
 from bot.voice import VoiceNote, voice_note
 from tuner_core import (
     PROJECT_ROOT,
@@ -38,6 +39,7 @@ from tuner_core import (
     SmartTuner,
     StorageUnavailable,
 )
+from tuner_core.errors import RequirementsUnmet
 from tuner_core.reporting import events as feed
 from tuner_core.storage import TRIAL_RUN_ATTR, VERSION_ATTR
 
@@ -60,7 +62,8 @@ def quoted(user_input: str) -> str:
 
 @dataclass(frozen=True)
 class StartedStudy:
-    """A study that /tune just launched in a new worker process."""
+    """A study that /tune just launched in a new worker process, or left to the
+    standing workers (``telegram.start_worker: false``)."""
 
     name: str
     study_id: int
@@ -68,6 +71,7 @@ class StartedStudy:
     objective_metric: str
     direction: str
     search_space: list[str]
+    by_fleet: bool = False
 
 
 class StopOutcome(StrEnum):
@@ -132,28 +136,34 @@ class TunerService:
             if running := await self.running_study():
                 return running
             try:
-                name, process = await asyncio.to_thread(self.tuner.start_study, n_trials)
+                name, process = await asyncio.to_thread(
+                    self.tuner.start_study, n_trials,
+                    local_worker=self.config.telegram.start_worker)
             except (NotReady, StorageUnavailable) as error:  # one line saying why
                 raise BotError(f"Cannot start a study: {error}") from None
-            self._workers[name] = process
+            if process is not None:
+                self._workers[name] = process
             await self.refresh_status()  # so that /status shows the new study at once
             opt = self.config.optimization
             return StartedStudy(
                 name=name, study_id=await self.study_id(name), n_trials=n_trials,
                 objective_metric=opt.objective_metric, direction=opt.direction,
-                search_space=self.tuner.search_space())
+                search_space=self.tuner.search_space(), by_fleet=process is None)
 
     async def running_study(self) -> dict[str, Any] | None:
         """The latest study's status if it is running and someone is working on it.
 
         A study whose worker died keeps the state ``running``; it counts only while a
-        trial is running (a worker anywhere) or the worker this bot launched is alive.
+        trial is running (a worker anywhere) or the worker this bot launched is alive, or,
+        where standing workers train every study (``telegram.start_worker: false``),
+        while it is running at all: it waits for them.
         """
         status = await self.status()
         if status is None or status["state"] != "running":
             return None
         worker = self._workers.get(status["study_name"])
-        alive = bool(status["running"]) or (worker is not None and worker.poll() is None)
+        alive = (bool(status["running"]) or not self.config.telegram.start_worker
+                 or (worker is not None and worker.poll() is None))
         return status if alive else None
 
     async def status(self, study_id: int | None = None) -> dict[str, Any] | None:
@@ -288,6 +298,8 @@ class TunerService:
         def promote() -> dict[str, Any]:  # MLflow loads here, off the event loop
             try:
                 return self.tuner.promote(str(version))
+            except RequirementsUnmet as refusal:
+                raise BotError(refused(version, refusal.failed)) from None
             except RegistryError:
                 raise BotError(f"There is no model version {version}.") from None
 

@@ -20,6 +20,7 @@ from tests.bot_support import (
     BotHarness,
     add_study,
     trial,
+    write_config,
 )
 from tuner_core import SmartTuner
 from tuner_core.storage import STOP_ATTR, open_storage
@@ -32,8 +33,11 @@ def workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[subprocess.Popen]]
     started: list[subprocess.Popen] = []
 
     def start_study(self: SmartTuner, n_trials: int | None = None,
-                    study_name: str | None = None, log_file: Path | None = None):
+                    study_name: str | None = None, log_file: Path | None = None,
+                    local_worker: bool = True):
         study = create_study(self.config, study_name or f"study-{len(started)}", n_trials)
+        if not local_worker:
+            return study.study_name, None
         started.append(subprocess.Popen(["sleep", "60"]))
         return study.study_name, started[-1]
 
@@ -107,6 +111,19 @@ async def test_tune_starts_a_study_then_refuses_a_second_one(
     assert "already running" in reply.text
     assert "⏹ Stop" in buttons(reply)
     assert len(workers) == 1
+
+
+async def test_tune_leaves_the_study_to_standing_workers_where_the_config_says(
+        tmp_path: Path, workers: list) -> None:
+    tuner = SmartTuner(write_config(tmp_path, start_worker=False), environ={})
+    harness = BotHarness(tuner)
+    [reply] = await harness.send(ALICE, "/tune 3")
+    assert "Started study <code>study-0</code>: 3 trials" in reply.text
+    assert "The standing workers take its trials" in reply.text
+    assert workers == []  # no worker beside the bot
+    # The study waits for the fleet: it is running, and a second /tune is refused.
+    [reply] = await harness.send(BOB, "/tune")
+    assert "already running" in reply.text
 
 
 async def test_tune_without_n_uses_the_configured_budget(harness: BotHarness,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 
@@ -48,14 +49,17 @@ async def test_status_and_workers_show_the_fleet(harness: BotHarness, tuner: Sma
     assert f"🖥 {HOST} cuda:0: trial 1 of <code>run</code>" in status.text
     assert f"💤 {HOST} cuda:1: standing by" in status.text
     assert "💤 gpu-b cuda:0: standing by" in status.text
-    assert "⚠️ gpu-c (pid 777): lost, last heartbeat 10m 00s ago" in status.text
+    # Ages are read when the bot answers: a loaded machine may add a second or two.
+    assert re.search(r"⚠️ gpu-c \(pid 777\): lost, last heartbeat 10m 0\ds ago", status.text)
 
     assert "👷 <b>Workers</b> (3)" in workers.text
-    assert (f"<b>{HOST}</b> pid {os.getpid()} · standing · working · heartbeat 0s ago"
-            in workers.text)
+    assert re.search(rf"<b>{re.escape(HOST)}</b> pid {os.getpid()} · standing · working · "
+                     r"heartbeat \ds ago", workers.text)
     assert "  cuda:0: trial 1 of <code>run</code>\n  cuda:1: idle" in workers.text
-    assert "<b>gpu-b</b> pid 4242 · standing · idle · heartbeat 5s ago" in workers.text
-    assert "<b>gpu-c</b> pid 777 · standing · lost · heartbeat 10m 00s ago" in workers.text
+    assert re.search(r"<b>gpu-b</b> pid 4242 · standing · idle · heartbeat [5-9]s ago",
+                     workers.text)
+    assert re.search(r"<b>gpu-c</b> pid 777 · standing · lost · heartbeat 10m 0\ds ago",
+                     workers.text)
 
     # A worker that leaves removes its row; the others stay until they leave or are dropped.
     assert [(w["host"], w["pid"]) for w in tuner.workers()] == [("gpu-b", 4242),

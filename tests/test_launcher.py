@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import TEST_HPARAMS
 from tests.deadlines import scaled
 from train.tacotron2.checkpoint import load_checkpoint
+from tuner_core.config.sections import Config
 from tuner_core.trial.process import TrainerLauncher, TrainerProcess
 from tuner_core.trial.rendering import BackgroundRenders
 
@@ -117,9 +118,10 @@ def test_a_render_forked_by_the_launcher_that_fails_is_logged_with_its_error(
     damaged = tmp_path / "best.pt"
     damaged.write_bytes(b"not a checkpoint")
     drawn: list[Path] = []
-    renders = BackgroundRenders(sys.executable, ["--data", str(corpus)], environment(threads=1),
-                                ROOT, lambda _, path: drawn.append(path),
-                                launcher=lambda: launcher)
+    config = Config(dataset_path=corpus, state_dir=tmp_path / "state",
+                    trainer={"python": sys.executable})
+    renders = BackgroundRenders(config, environment(threads=1),
+                                lambda _, path: drawn.append(path), launcher=lambda: launcher)
     renders.start(7, damaged)
     renders.wait()
     assert drawn == [] and not list(tmp_path.glob("best.pt.rendering*"))

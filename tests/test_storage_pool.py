@@ -6,20 +6,29 @@ keeps five) would fill them with a few dozen workers (bench/storage_load.py)."""
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 import psycopg
 import yaml
 
+from tests.deadlines import scaled
 from tuner_core.config import load_config
 from tuner_core.storage import open_storage
 
 
-def open_connections(postgres, database: str) -> int:
+def open_connections(postgres, database: str, settled: int) -> int:
+    """The connections open to ``database``, once they are ``settled`` or a few seconds
+    have passed: a closed connection's server process leaves a moment after the close."""
+    deadline = time.monotonic() + scaled(5)
     with psycopg.connect(host=postgres.host, port=postgres.port, user="postgres",
                          dbname="postgres", autocommit=True) as connection:
-        return connection.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
-                                  (database,)).fetchone()[0]
+        while True:
+            count = connection.execute("SELECT count(*) FROM pg_stat_activity "
+                                       "WHERE datname = %s", (database,)).fetchone()[0]
+            if count == settled or time.monotonic() > deadline:
+                return count
+            time.sleep(0.05)
 
 
 def test_a_process_keeps_one_connection_between_its_storage_calls(postgres, postgres_url,
@@ -36,5 +45,5 @@ def test_a_process_keeps_one_connection_between_its_storage_calls(postgres, post
     with contextlib.ExitStack() as held:
         for _ in range(16):
             held.enter_context(storage.engine.connect())
-        assert open_connections(postgres, database) == 16
-    assert open_connections(postgres, database) == 1
+        assert open_connections(postgres, database, settled=16) == 16
+    assert open_connections(postgres, database, settled=1) == 1

@@ -39,6 +39,7 @@ def write_config(tmp_path: Path, corpus: Path, mel_cache: Path, **sections) -> P
                          "heartbeat_interval_s": 1, "heartbeat_grace_s": 4},
         "early_stopping": {},
         "mlflow": {"enabled": False},  # tracking has its own tests; it costs seconds per study
+        "evaluation": {"enabled": False},  # tests/test_listening.py has its own; seconds a trial
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):

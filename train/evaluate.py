@@ -15,11 +15,18 @@ and a line of CPU seconds per sentence for each measurement.
 
 ``--references`` checks a vocoder instead of a model: the recordings' own mels go through
 it (copy synthesis), and the same measures compare them with the recordings.
+
+A dataset without ``heldout.csv`` (a user's LJSpeech folder) is judged on the first
+``--sentences`` utterances of the checkpoint's validation split instead (the line before
+the sentences says so). ``--json PATH`` also writes the summary as JSON, for the tuner
+(:func:`summary_measures`), and says so on stdout with an ``artifact`` event of kind
+``listening`` (:mod:`train.tacotron2.events`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -28,16 +35,18 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from train.arguments import add_vocoder_argument, described, program_name
+from train.arguments import add_vocoder_argument, described, positive_int, program_name
 from train.synthesize import model_from_state, registered_checkpoint
 from train.tacotron2.artifacts import synthesize
 from train.tacotron2.audio import MelSpectrogram, NonFiniteAudio, load_wav
 from train.tacotron2.checkpoint import CheckpointError, load_checkpoint
+from train.tacotron2.data import DataError, read_utterances, split_utterances
+from train.tacotron2.events import emit
 from train.tacotron2.hparams import HParams, HParamsError
 from train.tacotron2.intelligibility import (
     ENGLISH,
@@ -74,9 +83,6 @@ class Judgement(NamedTuple):
 
 def corpus_sentences(corpus: Path) -> list[Sentence]:
     """The held-out and (where the corpus has them) hard sentences of ``corpus``."""
-    if not (corpus / "heldout.csv").is_file():
-        raise CheckpointError(f"{corpus / 'heldout.csv'}: no held-out sentences "
-                              f"(train.corpus writes them)")
     sentences = []
     for table, folder in TABLES.items():
         if not (corpus / table).is_file():
@@ -87,6 +93,16 @@ def corpus_sentences(corpus: Path) -> list[Sentence]:
                 clip_id, text, _ = line.split("|")
                 sentences.append(Sentence(clip_id, text, corpus / folder / f"{clip_id}.wav"))
     return sentences
+
+
+def validation_sentences(corpus: Path, hp: HParams, n: int) -> list[Sentence]:
+    """The first ``n`` utterances of the validation split ``hp`` trained with: a corpus
+    without held-out sentences has none other the model has not learned from."""
+    _, validation = split_utterances(read_utterances(corpus), hp.val_fraction, hp.split_seed)
+    if not validation:
+        raise DataError(f"{corpus}: no heldout.csv, and val_fraction {hp.val_fraction} "
+                        "leaves no validation utterance to judge")
+    return [Sentence(u.audio_path.stem, u.text, u.audio_path) for u in validation[:n]]
 
 
 class MelTap:
@@ -164,25 +180,57 @@ def describe(sentence: Sentence, judged: Judgement) -> str:
     return line + (f"; heard {judged.heard!r}" if judged.heard is not None else "")
 
 
-def summary(sentences: list[Sentence], judged: list[Judgement]) -> str:
-    """The summary line over all sentences."""
+def summary_measures(sentences: list[Sentence], judged: list[Judgement]) -> dict[str, Any]:
+    """The summary over all sentences, as JSON-able data: ``sentences``, ``stopped`` and
+    ``stop_rate`` (share the gate stopped), ``length_ratio`` (mean), ``cer``,
+    ``cer_reference`` and ``cer_ratio``, ``mcd`` (mean dB), ``skipped`` and ``repeated``
+    (utterances with such words), ``hard`` (hard sentences) and ``skipped_hard``,
+    ``repeated_hard`` among them, ``skipped_words`` and ``repeated_words`` ({clip: words});
+    None where not measured (the gate and attention of a copy synthesis, CER without the
+    recogniser)."""
     n = len(judged)
-    parts = [f"{n} sentences"]
+    measures: dict[str, Any] = {"sentences": n, "stopped": None, "stop_rate": None,
+                                "length_ratio": float(np.mean([j.length_ratio for j in judged])),
+                                "cer": None, "cer_reference": None, "cer_ratio": None,
+                                "mcd": float(np.mean([j.mcd for j in judged]))}
     if judged[0].stopped is not None:
-        parts.append(f"gate stopped {sum(bool(j.stopped) for j in judged)}/{n}")
-    parts.append(f"length {np.mean([j.length_ratio for j in judged]):.2f}")
+        measures["stopped"] = sum(bool(j.stopped) for j in judged)
+        measures["stop_rate"] = measures["stopped"] / n
     if judged[0].heard is not None:
         texts = [s.text for s in sentences]
-        parts.append(str(Intelligibility(
+        heard = Intelligibility(
             character_error_rate(texts, [j.heard for j in judged]),
-            character_error_rate(texts, [j.heard_in_recording for j in judged]))))
-    parts.append(f"MCD {np.mean([j.mcd for j in judged]):.1f} dB")
-    if judged[0].robustness is not None:
-        hard = [j for s, j in zip(sentences, judged, strict=True) if s.clip_id.startswith("HARD")]
-        for fault in ("skipped", "repeated"):
-            count, in_hard = (sum(bool(getattr(j.robustness, fault)) for j in some)
-                              for some in (judged, hard))
-            parts.append(f"{fault} words in {count}/{n} ({in_hard}/{len(hard)} hard)")
+            character_error_rate(texts, [j.heard_in_recording for j in judged]))
+        measures |= {"cer": heard.cer, "cer_reference": heard.reference_cer,
+                     "cer_ratio": heard.ratio}
+    hard = [s.clip_id.startswith("HARD") for s in sentences]
+    measures["hard"] = sum(hard)
+    for fault in ("skipped", "repeated"):
+        faulty = {s.clip_id: " | ".join(getattr(j.robustness, fault))
+                  for s, j in zip(sentences, judged, strict=True)
+                  if j.robustness is not None and getattr(j.robustness, fault)}
+        measured = judged[0].robustness is not None
+        measures |= {fault: len(faulty) if measured else None,
+                     f"{fault}_hard": sum(clip.startswith("HARD") for clip in faulty)
+                     if measured else None,
+                     f"{fault}_words": faulty}
+    return measures
+
+
+def summary(measures: dict[str, Any]) -> str:
+    """The summary line, from :func:`summary_measures`."""
+    n = measures["sentences"]
+    parts = [f"{n} sentences"]
+    if measures["stopped"] is not None:
+        parts.append(f"gate stopped {measures['stopped']}/{n}")
+    parts.append(f"length {measures['length_ratio']:.2f}")
+    if measures["cer"] is not None:
+        parts.append(str(Intelligibility(measures["cer"], measures["cer_reference"])))
+    parts.append(f"MCD {measures['mcd']:.1f} dB")
+    for fault in ("skipped", "repeated"):
+        if measures[fault] is not None:
+            parts.append(f"{fault} words in {measures[fault]}/{n} "
+                         f"({measures[f'{fault}_hard']}/{measures['hard']} hard)")
     return "summary: " + ", ".join(parts)
 
 
@@ -203,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"a pocketsphinx model folder, {ENGLISH} (bundled, the default) "
                              f"or off")
     parser.add_argument("--seed", type=int, default=0, help="the prenet's dropout is random")
+    parser.add_argument("--sentences", type=positive_int, default=3, metavar="N",
+                        help="validation utterances judged where the corpus has no "
+                             "heldout.csv (default: 3)")
+    parser.add_argument("--json", type=Path, metavar="PATH",
+                        help="also write the summary here as JSON (for the tuner)")
     add_vocoder_argument(parser)
     args = parser.parse_args(argv)
     if not args.references and not args.checkpoint:
@@ -221,18 +274,23 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model, hp = model_from_state(state)
         vocoder = load_vocoder(hp.vocoder, hp)
-        sentences = corpus_sentences(args.held_out)
-        texts = [s.text for s in sentences] + [
-            line.split("|")[1] for line in
-            (args.held_out / "metadata.csv").read_text(encoding="utf-8").splitlines() if line]
+        held_out = (args.held_out / "heldout.csv").is_file()
+        sentences = (corpus_sentences(args.held_out) if held_out
+                     else validation_sentences(args.held_out, hp, args.sentences))
+        texts = [s.text for s in sentences] + [u.text for u in read_utterances(args.held_out)]
         recognizer = open_recognizer(
             None if args.recognizer == "off" else
             bundled_model() if args.recognizer == ENGLISH else Path(args.recognizer),
             vocabulary(texts))
-    except (CheckpointError, HParamsError, VocoderError, RecognizerError, OSError) as exc:
+    except (CheckpointError, HParamsError, VocoderError, RecognizerError, DataError,
+            OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     what = "copy synthesis of the recordings" if args.references else args.checkpoint
+    judged_on = ("held-out and hard sentences" if held_out else
+                 f"validation utterances {', '.join(s.clip_id for s in sentences)}")
+    if not held_out:
+        print(f"{args.held_out} has no heldout.csv: judging {judged_on}")
     print(f"{what}, through {vocoder.name}:")
     costs, judged = Costs(), []
     for sentence in sentences:
@@ -245,8 +303,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {sentence.text!r}: {exc}", file=sys.stderr)
             return 1
         print(describe(sentence, judged[-1]))
-    print(summary(sentences, judged))
+    measures = summary_measures(sentences, judged) | {"vocoder": vocoder.name,
+                                                        "judged_on": judged_on,
+                                                        "time": time.time()}
+    print(summary(measures))
     print(costs.line(len(judged)))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(measures, indent=1))
+        emit("artifact", kind="listening", path=str(args.json),
+             epoch=state.get("epoch"), step=state.get("step"))
     return 0
 
 

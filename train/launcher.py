@@ -36,7 +36,7 @@ from typing import Any
 MAX_MESSAGE = 1 << 20
 # The programs a launcher runs: python -m NAME → the module whose main() it calls.
 PROGRAMS = {"train": "train.__main__", "train.render": "train.render",
-            "train.replay": "train.replay"}
+            "train.replay": "train.replay", "train.evaluate": "train.evaluate"}
 _PR_SET_PDEATHSIG = 1
 
 

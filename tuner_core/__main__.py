@@ -173,6 +173,7 @@ def cmd_best(tuner: SmartTuner, args: argparse.Namespace) -> int:
         print_table([{"parameter": k, "value": v} for k, v in best["params"].items()],
                     ["parameter", "value"])
         print(f"checkpoint: {best['best_checkpoint']}")
+        print(f"listening: {summary.listening_line(best['listening'])}")
     return 0
 
 
@@ -183,7 +184,7 @@ def cmd_trials(tuner: SmartTuner, args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2, default=str))
     else:
         print_table(rows, ["number", "state", "outcome", "confirms", "value", "stop_epoch",
-                           "reason"])
+                           "cer_ratio", "mcd", "reason"])
     return 0
 
 
@@ -251,10 +252,11 @@ def cmd_promote(tuner: SmartTuner, args: argparse.Namespace) -> int:
     """Make a model version the champion.
 
     The champion alias moves to the version; the former champion becomes "previous",
-    so "promote previous" rolls back.
+    so "promote previous" rolls back. A version that fails registry.requirements is
+    refused, naming them, unless --force.
     """
     try:
-        info = tuner.promote(args.version)
+        info = tuner.promote(args.version, args.force)
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -370,6 +372,8 @@ def _options(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "promote":
         parser.add_argument("version", help="a version number, an alias (previous: roll "
                                             "back) or best (the best value)")
+        parser.add_argument("--force", action="store_true",
+                            help="promote it even if it fails registry.requirements")
     if name == "export":
         parser.add_argument("ref", metavar="VERSION",
                             help="a version number or an alias (champion, previous)")

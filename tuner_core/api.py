@@ -71,8 +71,11 @@ class SmartTuner:
         return result_summary(study)
 
     def start_study(self, n_trials: int | None = None, study_name: str | None = None,
-                    log_file: Path | None = None) -> tuple[str, subprocess.Popen]:
+                    log_file: Path | None = None, local_worker: bool = True
+                    ) -> tuple[str, subprocess.Popen | None]:
         """Create a study and run it in a new local worker process; (name, process).
+        With ``local_worker`` false the study is only created (process None): standing
+        workers (``worker --follow``) anywhere on the storage take it.
 
         The worker outlives its caller (its own session), so a restarted bot finds
         the study still running. It trains on the config's ``trainer.devices``, one trial
@@ -81,6 +84,8 @@ class SmartTuner:
         """
         require_ready(self.config)
         study = create_study(self.config, study_name, n_trials)
+        if not local_worker:
+            return study.study_name, None
         log_file = log_file or self.config.state_dir / "logs" / f"{study.study_name}.out"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "ab") as out:
@@ -178,11 +183,13 @@ class SmartTuner:
             raise RegistryError(f"no model registry yet at {self.config.tracking_uri}: the "
                                 "first study with mlflow.enabled creates it")
 
-    def promote(self, version: str) -> dict[str, Any]:
+    def promote(self, version: str, force: bool = False) -> dict[str, Any]:
         """Make ``version`` (a number or an alias) the champion; the promoted version's
-        info, with ``replaced``: the former champion (None if it already was)."""
+        info, with ``replaced``: the former champion (None if it already was). A version
+        that fails ``registry.requirements`` raises ``RequirementsUnmet`` (a RegistryError
+        naming them), unless ``force``."""
         self.require_registry()
-        return tracking.promote(self.config, version)
+        return tracking.promote(self.config, version, force)
 
     def export(self, ref: str, out: Path) -> Path:
         """Write version ``ref`` (a number or an alias) to the folder ``out``; ``out``."""

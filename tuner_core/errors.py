@@ -37,3 +37,13 @@ class StudyBusy(RuntimeError):
 
 class RegistryError(LookupError):
     """A model version or alias that does not exist; the message lists the known ones."""
+
+
+class RequirementsUnmet(RegistryError):
+    """A version that fails ``registry.requirements``, refused promotion; ``failed`` names
+    each requirement with the value it had."""
+
+    def __init__(self, version: str, failed: list[str]):
+        super().__init__(f"version {version} fails the registry's requirements: "
+                         f"{'; '.join(failed)} (promote --force to promote it anyway)")
+        self.version, self.failed = version, failed

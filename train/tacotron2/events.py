@@ -26,7 +26,8 @@ seconds). The kinds and their fields:
     ``epoch``, ``step``, ``path``, ``kind`` (``last`` or ``best``), ``is_best``,
     ``val_loss``.
 ``artifact``
-    ``epoch``, ``step``, ``kind`` (``alignment_plot``, ``mel_plot`` or ``audio``),
+    ``epoch``, ``step``, ``kind`` (``alignment_plot``, ``mel_plot`` or ``audio``; and
+    ``listening`` from ``python -m train.evaluate --json``: its summary, a JSON file),
     ``path``.
 ``end``
     ``status`` (``done``, ``stopped`` or ``diverged``), ``epoch``, ``step``,

@@ -165,7 +165,9 @@ class HiFiGAN:
     @torch.inference_mode()
     def __call__(self, log_mel: np.ndarray | torch.Tensor) -> np.ndarray:
         mel = torch.as_tensor(log_mel).detach().to(self.device, torch.float32)
-        if not torch.isfinite(mel).all():
+        # As for Griffin-Lim: a log-mel whose magnitudes overflow is no mel of any audio
+        # (a diverged model's), though the generator would still squash it into a waveform.
+        if not torch.isfinite(mel.exp()).all():
             raise NonFiniteAudio(not_finite_message(mel.cpu().numpy()))
         wav = self.generator(mel.unsqueeze(0))
         return wav.reshape(-1)[self.late:].cpu().numpy()

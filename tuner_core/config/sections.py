@@ -21,9 +21,7 @@ import sqlalchemy
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    ModelWrapValidatorHandler,
     PlainValidator,
     SecretStr,
     SerializeAsAny,
@@ -33,6 +31,12 @@ from pydantic import (
 )
 
 from train.tacotron2.hparams import HParams, HParamsError
+from tuner_core.config.blocks import Section, null_as_empty
+from tuner_core.config.evaluation import (
+    EvaluationConfig,
+    Requirements,
+    evaluation_measures_asked,
+)
 from tuner_core.config.paths import AbsolutePath, DatabaseUrl, OptionalPath, Program
 from tuner_core.config.problems import (
     Loc,
@@ -42,6 +46,11 @@ from tuner_core.config.problems import (
     validate_known_keys,
 )
 from tuner_core.rules.early_stop import CRITERIA, HIGHER_IS_BETTER, Criterion, Direction
+from tuner_core.rules.requirements import (
+    LISTENED_OBJECTIVES,
+    Requirement,
+    parse_requirements,
+)
 from tuner_core.rules.search_space import (
     SEARCH_RANGE_TYPES,
     Categorical,
@@ -50,9 +59,14 @@ from tuner_core.rules.search_space import (
 )
 
 # Numeric fields of the trainer's validation event that measure quality
-# (lr, grad_norm and seconds are reported too, but optimising them makes no sense).
-ObjectiveMetric = Literal["val_loss", "val_mel_loss", "val_gate_loss", "train_loss",
-                          "alignment_score"]
+# (lr, grad_norm and seconds are reported too, but optimising them makes no sense), and
+# the listening evaluation's (tuner_core.rules.requirements.LISTENED_OBJECTIVES).
+ValidationObjective = Literal["val_loss", "val_mel_loss", "val_gate_loss", "train_loss",
+                              "alignment_score", "stop_rate"]
+ObjectiveMetric = ValidationObjective | Literal["cer", "cer_ratio", "mcd", "skipped", "repeated"]
+# What judges a trial's validations when its value is a listening metric measured only at
+# its end: the validation's own stop_rate, else the validation loss.
+TRAINING_PROXY = "val_loss"
 
 
 def _by_type(kinds: Mapping[str, type[BaseModel]], what: str) -> PlainValidator:
@@ -76,33 +90,17 @@ def _by_type(kinds: Mapping[str, type[BaseModel]], what: str) -> PlainValidator:
     return PlainValidator(validate)
 
 
-def _null_as_empty(value: Any) -> Any:
-    # A YAML block whose entries are all commented out reads as null.
-    return {} if value is None else value
-
-
-class _Section(BaseModel):
-    """A block of the config: unknown keys are errors that suggest the closest valid key."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _known_keys_only(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
-        return validate_known_keys(_null_as_empty(data), cls.model_fields, handler)
-
-
 # --- The blocks ---------------------------------------------------------------------------
 
 # trainer.devices (and --devices): CUDA indices, "auto", or "cpu:N".
 DEVICES_SPEC = re.compile(r"auto|cpu:[1-9][0-9]*|[0-9]+(,[0-9]+)*")
 
 
-class TrainerConfig(_Section):
+class TrainerConfig(Section):
     """How trials launch ``python -m train``."""
 
     python: Program = Field(default_factory=lambda: sys.executable)
-    hparams: Annotated[dict[str, Any], BeforeValidator(_null_as_empty)] = Field(
+    hparams: Annotated[dict[str, Any], BeforeValidator(null_as_empty)] = Field(
         default_factory=dict)  # fixed for every trial
     grace_period_s: float = Field(30.0, gt=0)  # between SIGTERM and SIGKILL
     # Torch threads of each trainer; null: this machine's cores divided by the trainers
@@ -166,12 +164,12 @@ class TrainerConfig(_Section):
         return {key: getattr(parsed, key) for key in hparams}
 
 
-class SamplerConfig(_Section):
+class SamplerConfig(Section):
     type: Literal["tpe", "random", "cmaes", "gp"] = "tpe"
     n_startup_trials: int = Field(10, ge=0)  # random trials before the model-based sampler
 
 
-class PrunerConfig(_Section):
+class PrunerConfig(Section):
     type: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
     n_startup_trials: int = Field(5, ge=0)  # trials that finish before any is pruned
     n_warmup_steps: int = Field(2, ge=0)    # validations of a trial before it may be pruned
@@ -187,7 +185,7 @@ class PrunerConfig(_Section):
     metric: Literal["train_loss", "val_loss", "val_mel_loss", "val_gate_loss"] | None = None
 
 
-class AdaptationConfig(_Section):
+class AdaptationConfig(Section):
     """How an ``adapt`` decision corrects the hyperparameters before the restart."""
 
     learning_rate_factor: float = Field(0.5, gt=0, le=1)
@@ -195,7 +193,7 @@ class AdaptationConfig(_Section):
     weight_decay_factor: float = Field(10.0, ge=1)
 
 
-class ConfirmConfig(_Section):
+class ConfirmConfig(Section):
     """Once the budget is spent, the top_k configurations train again with ``seeds`` more
     training seeds each, and the champion is the one with the best mean."""
 
@@ -203,7 +201,7 @@ class ConfirmConfig(_Section):
     seeds: int = Field(2, ge=1)
 
 
-class OptimizationConfig(_Section):
+class OptimizationConfig(Section):
     # Checks across fields are field validators that read the fields declared before them
     # (info.data): unlike a model validator, they run when another field is invalid too,
     # so every problem of the file is reported at once.
@@ -223,6 +221,17 @@ class OptimizationConfig(_Section):
     heartbeat_grace_s: int | None = Field(None, ge=1)
     max_retries: int = Field(1, ge=0)
     confirm: ConfirmConfig | None = None  # None: the champion is the best single trial
+
+    @property
+    def listened(self) -> bool:
+        """Whether the trial's value is its listening evaluation's (measured at its end)."""
+        return self.objective_metric in LISTENED_OBJECTIVES
+
+    @property
+    def training_metric(self) -> str:
+        """The metric each validation is judged by (reported, early-stopped, pruned)."""
+        metric = self.objective_metric
+        return metric if metric in ValidationObjective.__args__ else TRAINING_PROXY
 
     @field_validator("direction")
     @classmethod
@@ -257,18 +266,25 @@ class OptimizationConfig(_Section):
         return grace
 
 
-class MlflowConfig(_Section):
+class MlflowConfig(Section):
     enabled: bool = True                # track studies in MLflow and register the best models
     tracking_uri: DatabaseUrl = None    # None: sqlite:///<state_dir>/mlflow.db
     experiment_name: str | None = None  # None: the config's experiment_name
 
 
-class RegistryConfig(_Section):
+class RegistryConfig(Section):
     model_name: str | None = None  # None: the config's experiment_name
     keep_top_k: int = Field(3, ge=1)  # best checkpoints kept on disk
+    # {metric: "<= 1.5", ...} on the listening evaluation's metrics: a version that fails one
+    # is not registered as a new best, and promote refuses it (see config/smart_tuner.yaml).
+    requirements: Requirements = Field(default_factory=dict)
+
+    @property
+    def parsed_requirements(self) -> list[Requirement]:
+        return parse_requirements(self.requirements)
 
 
-class NotificationsConfig(_Section):
+class NotificationsConfig(Section):
     training_start: bool = True
     trial_complete: bool = True
     early_stop: bool = True
@@ -280,7 +296,7 @@ class NotificationsConfig(_Section):
     metrics_summary: bool = False
 
 
-class TelegramConfig(_Section):
+class TelegramConfig(Section):
     enabled: bool = False
     bot_token: SecretStr | None = None
     chat_id: int | None = None
@@ -289,6 +305,9 @@ class TelegramConfig(_Section):
     max_trials_per_study: int = Field(200, ge=1)
     summary_interval_min: float = Field(30.0, gt=0)
     poll_interval_s: float = Field(5.0, gt=0)
+    # /tune starts a worker beside the bot; false where standing workers (worker --follow)
+    # train every study and the bot's machine has no GPU (deploy/).
+    start_worker: bool = True
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
 
     @field_validator("allowed_users", mode="before")
@@ -303,13 +322,13 @@ class TelegramConfig(_Section):
 # Entries validated by the class that their ``type`` names, and dumped with its fields.
 SearchSpace = Annotated[
     dict[str, Annotated[SerializeAsAny[SearchRange], _by_type(SEARCH_RANGE_TYPES, "search range")]],
-    BeforeValidator(_null_as_empty)]
+    BeforeValidator(null_as_empty)]
 EarlyStopping = Annotated[
     dict[str, Annotated[SerializeAsAny[Criterion], _by_type(CRITERIA, "criterion")]],
-    BeforeValidator(_null_as_empty)]
+    BeforeValidator(null_as_empty)]
 
 
-class Config(_Section):
+class Config(Section):
     """The whole config; see ``config/smart_tuner.yaml`` for every setting explained."""
 
     experiment_name: str = Field("tacotron2_smart_tuning", min_length=1)
@@ -323,7 +342,10 @@ class Config(_Section):
     early_stopping: EarlyStopping = Field(default_factory=dict)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+
+    _evaluation_measures_what_is_asked = field_validator("evaluation")(evaluation_measures_asked)
 
     @field_validator("storage")
     @classmethod

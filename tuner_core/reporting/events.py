@@ -44,6 +44,8 @@ from tuner_core.storage.attributes import (
     CREATED_ATTR,
     END_REASON_ATTR,
     FINISHED_ATTR,
+    LISTENING_ATTR,
+    REQUIREMENTS_ATTR,
 )
 from tuner_core.storage.retries import retried_numbers
 
@@ -218,6 +220,10 @@ def _new_best(study: str, trial: FrozenTrial, previous: FrozenTrial | None) -> N
             "trial": trial.number, "value": trial.value, "params": trial.params,
             "previous_value": previous.value if previous else None,
             "previous_trial": previous.number if previous else None,
+            # Its listening evaluation, when it waited for it (registry.requirements or a
+            # listened objective), and the requirements it fails (then not registered).
+            "listening": trial.user_attrs.get(LISTENING_ATTR),
+            "requirements_unmet": trial.user_attrs.get(REQUIREMENTS_ATTR),
         })
 
 

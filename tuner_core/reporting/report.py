@@ -8,7 +8,8 @@
   ``best_alignment.png`` (:mod:`tuner_core.reporting.plots`);
 * ``report.md``: the study's state, best value (and whether the champion is confirmed
   over training seeds) and parameters, trials by state and by
-  outcome, why each trial stopped, adaptations, anomalies, time spent, and the figures.
+  outcome, why each trial stopped, how each completed trial sounds (its listening
+  evaluation), adaptations, anomalies, time spent, and the figures.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from tuner_core.reporting import plots
-from tuner_core.reporting.summary import best_trial, confirmation_line, study_status
+from tuner_core.reporting.summary import (
+    best_trial,
+    confirmation_line,
+    listening_line,
+    study_status,
+    trial_row,
+)
 from tuner_core.storage.attributes import CONFIG_ATTR, CREATED_ATTR, FINISHED_ATTR
 
 
@@ -108,6 +115,13 @@ def render_markdown(study: optuna.Study, images: dict[str, str]) -> str:
               t.user_attrs.get("stop_epoch"), t.user_attrs.get("reason"))
              for t in trials if t.user_attrs.get("outcome")],
             "No trial has finished yet.")],
+        ["## Listening", "", "Each completed trial judged as a listener would "
+         "(`python -m train.evaluate` on its best checkpoint):", "", *_table(
+            ["trial", "value", "CER ratio", "MCD", "judgement", "requirements"],
+            [(row["number"], row["value"], row["cer_ratio"], row["mcd"],
+              listening_line(row["listening"]), _requirements(row["requirements_unmet"]))
+             for row in map(trial_row, trials) if row["state"] == "COMPLETE"],
+            "No trial has completed yet.")],
         ["## Adaptations", "", *_table(
             ["trial", "epoch", "criterion", "changes", "reason"],
             [(t.number, a["epoch"], a["criterion"], _changes(a["changes"]), a["reason"])
@@ -128,6 +142,13 @@ def render_markdown(study: optuna.Study, images: dict[str, str]) -> str:
     return "\n\n".join("\n".join(section) for section in sections).rstrip() + "\n"
 
 
+def _requirements(unmet: list[str] | None) -> str:
+    """``registry.requirements`` in a report cell: met, the failed ones, or not checked."""
+    if unmet is None:
+        return "not checked"
+    return "fails " + "; ".join(unmet) if unmet else "met"
+
+
 def _overview(study: optuna.Study, trials: Sequence[FrozenTrial]) -> list[str]:
     """The title, the study's state and objective, and the best trial with its parameters."""
     status = study_status(study)
@@ -140,7 +161,9 @@ def _overview(study: optuna.Study, trials: Sequence[FrozenTrial]) -> list[str]:
             f"- Objective: {metric}, {status['direction']}",
             f"- Trials: {len(trials)} of a budget of {status['n_trials'] or 'unknown'}",
             f"- Best value: {best_value}",
-            *([f"- Champion: {confirmation_line(best['confirmation'])}"] if best else []), "",
+            *([f"- Champion: {confirmation_line(best['confirmation'])}",
+               f"- Champion as a listener hears it: {listening_line(best['listening'])}"]
+              if best else []), "",
             "## Best parameters", "",
             *_table(["parameter", "value"], best["params"].items() if best else [],
                     "No trial has completed yet.")]

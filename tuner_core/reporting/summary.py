@@ -22,6 +22,8 @@ from tuner_core.storage.attributes import (
     CREATED_ATTR,
     END_REASON_ATTR,
     FINISHED_ATTR,
+    LISTENING_ATTR,
+    REQUIREMENTS_ATTR,
     STOP_ATTR,
     Outcome,
 )
@@ -80,6 +82,7 @@ def _duration(trial: FrozenTrial) -> float | None:
 def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     """One trial as the CLI and the bot list it."""
     attrs = trial.user_attrs
+    listening = attrs.get(LISTENING_ATTR)
     return {
         "number": trial.number,
         "state": trial.state.name,
@@ -98,7 +101,31 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "best_checkpoint": attrs.get("best_checkpoint"),
         "exit_code": attrs.get("exit_code"),
         "log_tail": attrs.get("log_tail"),
+        # Its listening evaluation (tuner_core.trial.evaluation), two of its numbers apart.
+        "listening": listening,
+        "cer_ratio": (listening or {}).get("cer_ratio"),
+        "mcd": (listening or {}).get("mcd"),
+        "requirements_unmet": attrs.get(REQUIREMENTS_ATTR),
     }
+
+
+def listening_line(listening: dict[str, Any] | None) -> str:
+    """A trial's listening evaluation in one line, as the CLI, the report and the bot show it."""
+    if listening is None:
+        return "not evaluated as a listener would (yet)"
+    parts = []
+    if listening.get("stopped") is not None:
+        parts.append(f"gate stopped {listening['stopped']}/{listening['sentences']}")
+    parts.append(f"length {listening['length_ratio']:.2f}")
+    if listening.get("cer") is not None:
+        parts.append(f"CER {listening['cer']:.2f} (recordings {listening['cer_reference']:.2f}, "
+                     f"ratio {listening['cer_ratio']:.2f})")
+    parts.append(f"MCD {listening['mcd']:.1f} dB")
+    for fault in ("skipped", "repeated"):
+        if listening.get(fault) is not None:
+            words = "; ".join(listening.get(f"{fault}_words", {}).values())
+            parts.append(f"{fault} words in {listening[fault]}" + (f" ({words})" if words else ""))
+    return ", ".join(parts) + f" [{listening.get('judged_on', 'held-out sentences')}]"
 
 
 def best_trial(study: optuna.Study) -> dict[str, Any] | None:

@@ -20,7 +20,11 @@ A trial's user attributes: ``outcome`` (an :class:`Outcome`), ``criterion``, ``r
 ``recommendation``, ``stop_epoch``, ``adaptations``, ``run_dir``, ``worker``, ``host``, ``device``,
 ``best_checkpoint``, ``last_metrics`` (the :data:`VALIDATION_METRICS` of its latest
 validation), ``anomalies``, ``seconds``, ``epochs_trained``; for failures ``exit_code`` and
-``log_tail``; ``mlflow_run_id`` and ``registered_version`` when tracking is on. A
+``log_tail``; ``mlflow_run_id`` and ``registered_version`` when tracking is on;
+``listening`` (a completed trial's listening evaluation: ``python -m train.evaluate``'s
+summary, :mod:`tuner_core.trial.evaluation`), written after the trial ended unless its value
+or registration waits on it, and then ``requirements_unmet`` (the ``registry.requirements``
+it fails, each with its value; empty when it meets them all). A
 confirmation trial also has ``confirms`` (the number of the trial it trains again) and
 ``training_seed`` (the ``seed`` hyperparameter it trains with).
 
@@ -47,6 +51,8 @@ CONFIRMATION_ATTR = "confirmation"
 # A trial's, beside the outcome attributes the runner writes.
 TRIAL_RUN_ATTR = "mlflow_run_id"
 VERSION_ATTR = "registered_version"
+LISTENING_ATTR = "listening"
+REQUIREMENTS_ATTR = "requirements_unmet"  # the registry.requirements it failed ([]: none)
 CONFIRMS_ATTR = "confirms"
 TRAINING_SEED_ATTR = "training_seed"
 

@@ -18,8 +18,15 @@ version number (user attr ``registered_version``). A checkpoint trained with the
 hyperparameters on the same data as a registered one (a study re-run with the same seed) is
 not registered again: the trial records that version instead.
 
+A trial's listening evaluation (:mod:`tuner_core.trial.evaluation`) is linked to its
+version's logged model too, as metrics ``listen_<name>``: at registration when the trial
+waited for it, else when it arrives. With ``registry.requirements`` set, every trial waits
+for it, and one that fails a requirement is not registered, however good its value (the
+warning, and the chat's notice of the new best, name the requirement).
+
 Versions are never promoted automatically: the champion is a person's decision
-(:mod:`tuner_core.tracking.registry`).
+(:mod:`tuner_core.tracking.registry`), and ``promote`` refuses a version that fails the
+requirements.
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +53,13 @@ import train
 from tuner_core.config.sections import Config
 from tuner_core.errors import RegistryError
 from tuner_core.lazy import LazyModule
-from tuner_core.storage.attributes import TRIAL_RUN_ATTR, VALIDATION_METRICS, VERSION_ATTR
+from tuner_core.rules.requirements import unmet
+from tuner_core.storage.attributes import (
+    LISTENING_ATTR,
+    TRIAL_RUN_ATTR,
+    VALIDATION_METRICS,
+    VERSION_ATTR,
+)
 from tuner_core.storage.confirmations import confirmation_groups
 from tuner_core.tracking.registry import (
     CHECKPOINT_FILE,
@@ -52,9 +67,11 @@ from tuner_core.tracking.registry import (
     DIGEST_TAG,
     HPARAMS_FILE,
     format_number,
+    version_model,
 )
-from tuner_core.tracking.runs import metric_points
+from tuner_core.tracking.runs import listening_points, metric_points
 from tuner_core.tracking.store import BEST_OBJECTIVE, STUDY_TAG, mlflow_client
+from tuner_core.trial.evaluation import LISTENING_FILE, read_listening
 from tuner_core.trial.listener import TrialListener, is_new_best
 
 # torch, loaded only when a model is registered.
@@ -76,9 +93,10 @@ class BestCheckpoint:
 
 
 def register_version(config: Config, trial: optuna.Trial, value: float,
-                     best: BestCheckpoint) -> str:
+                     best: BestCheckpoint, listening: Mapping[str, Any] | None = None) -> str:
     """Log ``best`` as an MLflow model and register it as a new version; its version
-    number. A version of the same hyperparameters and data is reused, not duplicated."""
+    number. A version of the same hyperparameters and data is reused, not duplicated.
+    ``listening``: the trial's listening evaluation, linked to the model too."""
     run_id = trial.user_attrs.get(TRIAL_RUN_ATTR)
     if run_id is None:
         raise RegistryError(f"trial {trial.number} has no MLflow run to register from")
@@ -96,6 +114,8 @@ def register_version(config: Config, trial: optuna.Trial, value: float,
                 name, description=f"Tacotron2 checkpoints of {config.experiment_name} studies")
         model = _log_model(client, name, trial, run_id, best)
         _link_metrics(client, run_id, model.model_id, value, best)
+        if listening is not None:
+            client.log_batch(run_id, metrics=listening_points(listening, model.model_id))
         tags = {"study": trial.study.study_name, "trial": str(trial.number),
                 "objective_metric": config.optimization.objective_metric, DIGEST_TAG: digest}
         # The artifact location, not models:/<model_id>: MLflow's SQL registry resolves a
@@ -190,6 +210,7 @@ class RegistryListener(TrialListener):
     def __init__(self, config: Config):
         self.config = config
         self._running = _RunningTrial()
+        self._registered: dict[int, str] = {}  # trial number: its version, this worker's
 
     def trial_started(self, trial: optuna.Trial, hparams: dict[str, Any], run_dir: Path) -> None:
         self._running = _RunningTrial(hparams=hparams)
@@ -210,13 +231,50 @@ class RegistryListener(TrialListener):
     def trial_finished(self, trial: optuna.Trial, state: TrialState, value: float | None,
                        attrs: dict[str, Any]) -> None:
         best = self._running.best
-        if (self.config.mlflow.enabled and state is TrialState.COMPLETE and value is not None
-                and best is not None and is_new_best(trial.study, value)):
-            try:
-                register_version(self.config, trial, value, best)
-            except Exception as error:
-                log.warning("trial %d could not be registered: %s: %s", trial.number,
-                            type(error).__name__, error)
+        # A NaN value: a listened objective whose evaluation failed (Optuna fails the trial).
+        if not (self.config.mlflow.enabled and state is TrialState.COMPLETE and value is not None
+                and math.isfinite(value) and best is not None
+                and self._beats_the_registrable(trial.study, value)):
+            return
+        listening = attrs.get(LISTENING_ATTR)
+        if failed := unmet(self.config.registry.parsed_requirements, listening):
+            log.warning("trial %d is the best of study %s so far, but not registered: it "
+                        "fails %s", trial.number, trial.study.study_name, "; ".join(failed))
+            return
+        try:
+            self._registered[trial.number] = register_version(self.config, trial, value, best,
+                                                              listening)
+        except Exception as error:
+            log.warning("trial %d could not be registered: %s: %s", trial.number,
+                        type(error).__name__, error)
+
+    def _beats_the_registrable(self, study: optuna.Study, value: float) -> bool:
+        """Whether ``value`` beats every completed trial that meets the requirements (all of
+        them, without requirements): one that fails them does not hold the place."""
+        requirements = self.config.registry.parsed_requirements
+        if not requirements:
+            return is_new_best(study, value)
+        values = [trial.value for trial in study.get_trials(
+                      deepcopy=False, states=(TrialState.COMPLETE,))
+                  if trial.value is not None
+                  and not unmet(requirements, trial.user_attrs.get(LISTENING_ATTR))]
+        minimize = study.direction.name == "MINIMIZE"
+        return all(value < other if minimize else value > other for other in values)
+
+    def artifact_rendered(self, trial_number: int, path: Path) -> None:
+        """A registered trial's listening evaluation, done after it: linked to its model."""
+        version = self._registered.get(trial_number)
+        if version is None or path.name != LISTENING_FILE:
+            return
+        try:
+            client, name = mlflow_client(self.config), str(self.config.registry.model_name)
+            model = version_model(client, name, version)
+            if model is not None and (listening := read_listening(path)) is not None:
+                client.log_batch(model.source_run_id,
+                                 metrics=listening_points(listening, model.model_id))
+        except Exception as error:
+            log.warning("the listening evaluation of trial %d could not be linked to version "
+                        "%s: %s: %s", trial_number, version, type(error).__name__, error)
 
     def study_finished(self, study: optuna.Study) -> None:
         """Tag the versions of confirmed configurations with their mean over seeds."""

@@ -31,8 +31,10 @@ from mlflow.entities.model_registry import ModelVersion
 from train.tacotron2 import vocoder
 from train.tacotron2.hparams import HParams
 from tuner_core.config.sections import Config
-from tuner_core.errors import RegistryError
+from tuner_core.errors import RegistryError, RequirementsUnmet
 from tuner_core.lazy import LazyModule
+from tuner_core.rules.requirements import unmet
+from tuner_core.tracking.runs import LISTENING_PREFIX
 from tuner_core.tracking.store import BEST_OBJECTIVE, mlflow_client
 
 # torch, only when a model is really loaded.
@@ -66,12 +68,15 @@ def _version_info(version: ModelVersion, aliases: list[str],
     metrics = {point.key: point for point in sorted(
         model.metrics or [] if model else [], key=lambda point: (point.step, point.timestamp))}
     best = metrics.pop(BEST_OBJECTIVE, None)
+    listening = {key.removeprefix(LISTENING_PREFIX): metrics.pop(key).value
+                 for key in list(metrics) if key.startswith(LISTENING_PREFIX)}
     return {"version": str(version.version), "aliases": aliases, "study": tags.get("study"),
             "trial": _parsed(tags["trial"]) if "trial" in tags else None,
             "value": best.value if best else None,
             "objective_metric": tags.get("objective_metric"),
             "params": {key: _parsed(item) for key, item in (model.params if model else {}).items()},
             "metrics": {key: point.value for key, point in metrics.items()},
+            "listening": listening or None,
             "epoch": max((point.step for point in metrics.values()), default=None),
             "confirmation": {key.removeprefix(CONFIRMED_TAG): _parsed(item)
                              for key, item in tags.items()
@@ -92,6 +97,12 @@ def _logged_models(client: mlflow.MlflowClient, name: str) -> dict[str, LoggedMo
         token = page.token
         if not token:
             return models
+
+
+def version_model(client: mlflow.MlflowClient, name: str, version: str) -> LoggedModel | None:
+    """The logged model version ``version`` of ``name`` points at (None: not found)."""
+    source = client.get_model_version(name, version).source
+    return _logged_models(client, name).get(source)
 
 
 def _versions(client: mlflow.MlflowClient, name: str) -> list[dict[str, Any]]:
@@ -143,16 +154,22 @@ def resolve(config: Config, ref: str | int) -> dict[str, Any]:
     return _select(config, list_versions(config), ref)
 
 
-def promote(config: Config, ref: str | int) -> dict[str, Any]:
+def promote(config: Config, ref: str | int, force: bool = False) -> dict[str, Any]:
     """Make version ``ref`` the champion; the replaced champion becomes ``previous``.
 
     Returns the promoted version's info with ``already``: whether ``ref`` was the champion
     already (then nothing changes), and ``replaced``: the former champion's version, None
-    when there was none or nothing changed.
+    when there was none or nothing changed. A version that fails ``registry.requirements``
+    (or was never evaluated) is refused with a :class:`RequirementsUnmet` that names them,
+    unless ``force``.
     """
     client, name = mlflow_client(config), str(config.registry.model_name)
     versions = _versions(client, name)
-    target = _select(config, versions, ref)["version"]
+    selected = _select(config, versions, ref)
+    target = selected["version"]
+    failed = unmet(config.registry.parsed_requirements, selected["listening"])
+    if failed and not force:
+        raise RequirementsUnmet(target, failed)
     champion = next((info["version"] for info in versions if CHAMPION in info["aliases"]), None)
     already = champion == target
     if not already:
@@ -271,6 +288,7 @@ def model_card(config: Config, info: dict[str, Any], sample: str) -> str:
         "|---|---|",
         *(f"| {key} | {format_number(value)} |" for key, value in info["metrics"].items()),
         "",
+        *listening_section(config, info.get("listening")),
         "## Searched hyperparameters",
         "",
         "| parameter | value |",
@@ -298,6 +316,24 @@ def model_card(config: Config, info: dict[str, Any], sample: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def listening_section(config: Config, listening: dict[str, Any] | None) -> list[str]:
+    """The card's lines on the version's listening evaluation and the requirements."""
+    lines = ["## Listening", ""]
+    if listening is None:
+        lines.append("Not evaluated as a listener would (python -m train.evaluate).")
+    else:
+        lines += ["Judged as a listener would (`python -m train.evaluate`: free-running "
+                  "speech through the vocoder, held-out and hard sentences):", "",
+                  "| measure | value |", "|---|---|",
+                  *(f"| {key} | {format_number(value)} |" for key, value in listening.items())]
+    requirements = config.registry.parsed_requirements
+    if requirements:
+        failed = unmet(requirements, listening)
+        lines += ["", "Requirements (" + ", ".join(map(str, requirements)) + "): "
+                  + (f"**fails** {'; '.join(failed)}" if failed else "all met")]
+    return [*lines, ""]
 
 
 def format_number(value: Any) -> str:

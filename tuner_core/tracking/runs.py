@@ -23,6 +23,9 @@ in the state folder by default; a tracking server URL works the same way):
   Whatever the run folder's ``artifacts/`` holds when the trial ends and was not logged
   yet goes to the run then, whatever the outcome: a pruned or stopped trainer may write
   its plots after the tuner stopped listening to it.
+  A completed trial's listening evaluation (:mod:`tuner_core.trial.evaluation`) adds
+  ``listening.json`` and its numbers as metrics ``listen_<name>`` (``listen_cer_ratio``,
+  ``listen_mcd``, ...; step 0, at the evaluation's time), whenever it ends.
 
 Every run records the code's version and the dataset it trained on
 (:mod:`tuner_core.tracking.provenance`).
@@ -59,6 +62,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from tuner_core.config.sections import Config
+from tuner_core.rules.requirements import LISTENING_METRICS
 from tuner_core.storage.attributes import (
     BUDGET_ATTR,
     CONFIG_ATTR,
@@ -79,6 +83,7 @@ from tuner_core.tracking.store import (
     ensure_experiment,
     mlflow_client,
 )
+from tuner_core.trial.evaluation import LISTENING_FILE, read_listening
 from tuner_core.trial.listener import TrialListener
 
 log = logging.getLogger(__name__)
@@ -88,6 +93,8 @@ TRACKED_METRICS = ("train_loss", "val_loss", "val_mel_loss", "val_gate_loss", "g
                    "val_guided_attention_loss", "alignment_score", "attention_focus",
                    "attention_progress", "attention_coverage", "stop_rate", "length_ratio",
                    "objective")
+
+LISTENING_PREFIX = "listen_"  # of the listening evaluation's metrics
 
 # The trial states counted on the study's parent run (trials_complete, ...): the ended ones.
 SUMMARISED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -113,6 +120,18 @@ def metric_points(values: Mapping[str, Any], step: int, time_s: float,
     return [Metric(key, float(values[key]), timestamp, step, model_id=model_id)
             for key in TRACKED_METRICS
             if values.get(key) is not None and math.isfinite(values[key])]
+
+
+def listening_points(listening: Mapping[str, Any], model_id: str | None = None
+                     ) -> list[Metric]:
+    """The numbers of a listening evaluation's summary as metrics ``listen_<name>`` (at
+    step 0 and the evaluation's time, so that logging them again links the same points to
+    the logged model ``model_id``)."""
+    timestamp = int(listening.get("time", time.time()) * 1000)
+    return [Metric(LISTENING_PREFIX + key, float(listening[key]), timestamp, 0,
+                   model_id=model_id)
+            for key in LISTENING_METRICS
+            if isinstance(listening.get(key), int | float) and math.isfinite(listening[key])]
 
 
 def _text(value: Any, limit: int) -> str:
@@ -256,6 +275,8 @@ class MlflowTracker(TrialListener):
         tracked = self._trials.get(trial_number) or self._ended.get(trial_number)
         if tracked is not None and path not in tracked.logged:
             tracked.log_artifact(self.client, path)
+            if path.name == LISTENING_FILE and (listening := read_listening(path)):
+                self.client.log_batch(tracked.run_id, metrics=listening_points(listening))
 
     @_never_raises
     def study_finished(self, study: optuna.Study) -> None:

@@ -58,6 +58,7 @@ from tuner_core.storage.attributes import (
 )
 from tuner_core.storage.retries import retried_from
 from tuner_core.trial.devices import DEFAULT_DEVICE, Device
+from tuner_core.trial.evaluation import ListeningEvaluations
 from tuner_core.trial.listener import TrialListener, is_new_best
 from tuner_core.trial.process import SharedLauncher, TrainerLauncher, TrainerProcess
 from tuner_core.trial.rendering import BackgroundRenders
@@ -148,12 +149,9 @@ class TrialRunner:
         self.listener = listener or TrialListener()
         self.poll_s = poll_s
         self.direction = config.optimization.direction
-        self.renders = BackgroundRenders(
-            config.trainer.python,
-            ["--data", str(config.dataset_path),
-             "--cache-dir", str(config.state_dir / "mel_cache")],
-            self.child_env(threads=1), PROJECT_ROOT, self.listener.artifact_rendered,
-            launcher=lambda: self.launcher)
+        self.renders = BackgroundRenders(config, self.child_env(threads=1),
+                                         self.listener.artifact_rendered, lambda: self.launcher)
+        self.evaluations = ListeningEvaluations(config, self.renders, study_name)
         self._owns_launcher = launcher is None
         self.launchers = launcher if launcher is not None or not config.trainer.preload else (
             SharedLauncher(config.trainer.python, PROJECT_ROOT, self.child_env(threads=1)))
@@ -330,7 +328,7 @@ class TrialRunner:
 
     def _on_validation(self, trial: optuna.Trial, run: _Run, event: dict[str, Any]) -> float:
         opt = self.config.optimization
-        objective = objective_value(event, opt.objective_metric, opt.overfitting_penalty,
+        objective = objective_value(event, opt.training_metric, opt.overfitting_penalty,
                                     self.direction)
         run.observe(objective, event["epoch"])
         run.judged_step = event["step"]
@@ -434,8 +432,10 @@ class TrialRunner:
                 run.best_objective is None):
             self._record(trial, optuna.trial.TrialState.PRUNED, None, attrs)
             raise optuna.TrialPruned(attrs["reason"])
-        self._record(trial, optuna.trial.TrialState.COMPLETE, run.best_objective, attrs)
-        return run.best_objective
+        value = self.evaluations.before_record(trial, run.best_objective, attrs)
+        self._record(trial, optuna.trial.TrialState.COMPLETE, value, attrs)
+        self.evaluations.after_record(trial.number)
+        return value
 
     def _record(self, trial: optuna.Trial, state: optuna.trial.TrialState,
                 value: float | None, attrs: dict[str, Any]) -> None:
