@@ -12,12 +12,15 @@ one torch thread, for ``--minutes`` of the trainer's CPU time (read from /proc, 
 jobs on the machine do not stretch the x axis). A long run gets a cosine learning-rate decay
 to the profile's ``lr_min_ratio`` over ``--decay-epochs``, held there after.
 
-Every ``--every`` CPU minutes (and after the first one, about the demo's own length) the
+Every ``--every`` CPU minutes (and at the first, about the demo's own 24 epochs) the
 trainer's latest checkpoint is copied aside; each copy is judged by ``python -m
 train.evaluate`` (its default vocoder and recogniser) on the corpus's held-out and hard
-sentences while training goes on, and the curve (CER, CER ratio, stop rate, MCD, skips and
-repeats against CPU minutes) is printed and drawn. Rerunning resumes: the training from its
-last checkpoint, the judging from the first copy without a verdict.
+sentences while training goes on, and on nine sentences of the run's own training split
+(does it speak text it has seen?); the curve (CER, CER ratio, stop rate, MCD, skips and
+repeats against CPU minutes) is printed and drawn, beside the CER of other sentences'
+recordings (speech in the corpus's words that does not say the sentence). Rerunning
+resumes: the training from its last checkpoint, the judging from the first copy without a
+verdict.
 """
 
 from __future__ import annotations
@@ -123,13 +126,37 @@ def _frange(step: float, stop: float) -> list[float]:
     return [step * k for k in range(1, int(stop / step + 1e-9) + 1)]
 
 
-def evaluate(snapshot: dict[str, Any]) -> dict[str, Any]:
-    """``train.evaluate``'s summary of a copied checkpoint (cached beside it)."""
-    verdict = Path(snapshot["path"]).with_suffix(".evaluate.txt")
+def seen_corpus(hparams: dict[str, Any], out: Path, n: int = 9) -> Path:
+    """A corpus folder whose "held-out" sentences are the first ``n`` of the run's training
+    split: what the model makes of text it was trained on, beside text it never saw."""
+    from train.tacotron2.data import read_utterances, split_utterances
+    from train.tacotron2.hparams import HParams
+
+    corpus = out / "seen_corpus"
+    if not (corpus / "heldout.csv").is_file():
+        hp = HParams.from_overrides(hparams)
+        trained, _ = split_utterances(read_utterances(CORPUS), hp.val_fraction, hp.split_seed)
+        chosen = {u.audio_path.stem for u in sorted(trained, key=lambda u: u.audio_path)[:n]}
+        rows = [row for row in (CORPUS / "metadata.csv").read_text(encoding="utf-8").splitlines()
+                if row.split("|")[0] in chosen]
+        (corpus / "heldout").mkdir(parents=True, exist_ok=True)
+        for clip_id in chosen:
+            shutil.copyfile(CORPUS / "wavs" / f"{clip_id}.wav",
+                            corpus / "heldout" / f"{clip_id}.wav")
+        # train.evaluate's recogniser vocabulary comes from the whole corpus, as for CORPUS.
+        shutil.copyfile(CORPUS / "metadata.csv", corpus / "metadata.csv")
+        (corpus / "heldout.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return corpus
+
+
+def evaluate(snapshot: dict[str, Any], corpus: Path = CORPUS,
+             suffix: str = ".evaluate.txt") -> dict[str, Any]:
+    """``train.evaluate``'s summary of a copied checkpoint on ``corpus`` (cached beside it)."""
+    verdict = Path(snapshot["path"]).with_suffix(suffix)
     if not verdict.is_file():
         done = subprocess.run(
             ["nice", "-n", "5", sys.executable, "-m", "train.evaluate", "--checkpoint",
-             snapshot["path"], "--held-out", str(CORPUS)],
+             snapshot["path"], "--held-out", str(corpus)],
             cwd=ROOT, env=one_thread(), capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"{snapshot['path']}: train.evaluate exited with "
@@ -143,8 +170,10 @@ def evaluate(snapshot: dict[str, Any]) -> dict[str, Any]:
 
 
 def judge_as_they_come(snapshots: list[dict[str, Any]], lock: threading.Lock,
-                       training: threading.Thread, points: list[dict[str, Any]]) -> None:
-    """Evaluate each snapshot in turn, while the training makes more."""
+                       training: threading.Thread, seen: Path,
+                       points: list[dict[str, Any]]) -> None:
+    """Evaluate each snapshot in turn, on unseen and on seen sentences, while the training
+    makes more."""
     while True:
         with lock:
             todo = snapshots[len(points):]
@@ -154,10 +183,13 @@ def judge_as_they_come(snapshots: list[dict[str, Any]], lock: threading.Lock,
             training.join(timeout=5)
             continue
         point = evaluate(todo[0])
+        trained_on = evaluate(todo[0], seen, ".seen.txt")
+        point.update({f"seen_{key}": trained_on[key] for key in ("cer", "ratio", "mcd")})
         points.append(point)
         print(f"judged {Path(point['path']).name}: CER {point['cer']:.2f}, ratio "
               f"{point['ratio']:.2f}, stop {point['stop_rate']:.2f}, MCD {point['mcd']:.1f}, "
-              f"skips {point['skips']:.0f}, repeats {point['repeats']:.0f}", flush=True)
+              f"skips {point['skips']:.0f}, repeats {point['repeats']:.0f}; seen sentences: "
+              f"CER {point['seen_cer']:.2f}, ratio {point['seen_ratio']:.2f}", flush=True)
 
 
 def mismatched_cer(out: Path) -> float:
@@ -189,10 +221,12 @@ def mismatched_cer(out: Path) -> float:
 
 
 def table(points: list[dict[str, Any]]) -> str:
-    rows = ["CPU min  epoch  val_loss  align   CER  ratio  stop   MCD  skips  repeats"]
+    rows = ["CPU min  epoch  val_loss  align   CER  ratio  stop   MCD  skips  repeats"
+            "  | seen: CER  ratio   MCD"]
     rows += [f"{p['cpu_s'] / 60:7.1f}  {p['epoch']:5d}  {p['val_loss']:8.3f}  "
              f"{p['alignment_score']:5.2f}  {p['cer']:4.2f}  {p['ratio']:5.2f}  "
              f"{p['stop_rate']:4.2f}  {p['mcd']:4.1f}  {p['skips']:5.0f}  {p['repeats']:7.0f}"
+             f"  |       {p['seen_cer']:4.2f}  {p['seen_ratio']:5.2f}  {p['seen_mcd']:4.1f}"
              for p in points]
     return "\n".join(rows)
 
@@ -206,26 +240,34 @@ def draw(points: list[dict[str, Any]], mismatched: float, title: str, png: Path)
     minutes = [p["cpu_s"] / 60 for p in points]
     figure, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
     (cer, stop), (mcd, faults) = axes
-    cer.plot(minutes, [p["ratio"] for p in points], "o-", label="CER ratio (model / recordings)")
+    cer.plot(minutes, [p["ratio"] for p in points], "o-",
+             label="CER ratio (model / recordings), unseen sentences")
     cer.plot(minutes, [p["cer"] for p in points], "s--", label="CER of the model")
+    cer.plot(minutes, [p["seen_ratio"] for p in points], "o-", color="tab:green",
+             label="CER ratio on trained-on sentences")
     cer.axhline(points[0]["reference_cer"], color="grey", lw=1,
                 label=f"CER of the recordings ({points[0]['reference_cer']:.2f})")
     cer.axhline(mismatched, color="tab:red", lw=1, ls=":",
                 label=f"CER of other sentences' recordings ({mismatched:.2f})")
     cer.axhline(1.0, color="black", lw=0.5)
     cer.set_ylabel("character error rate")
-    cer.legend(fontsize=8)
+    cer.set_ylim(0, None)
+    cer.legend(fontsize=7, loc="lower left")
     stop.plot(minutes, [p["stop_rate"] for p in points], "o-", label="gate stop rate")
     stop.plot(minutes, [p["length"] for p in points], "s--", label="length ratio")
     stop.plot(minutes, [p["alignment_score"] for p in points], "^:",
               label="alignment (validation)")
     stop.set_ylim(0, 1.3)
     stop.legend(fontsize=8)
-    mcd.plot(minutes, [p["mcd"] for p in points], "o-")
+    mcd.plot(minutes, [p["mcd"] for p in points], "o-", label="unseen sentences")
+    mcd.plot(minutes, [p["seen_mcd"] for p in points], "o-", color="tab:green",
+             label="trained-on sentences")
+    mcd.legend(fontsize=8)
     mcd.set_ylabel("MCD with DTW (dB)")
     faults.plot(minutes, [p["skips"] for p in points], "o-", label="with skipped words")
     faults.plot(minutes, [p["repeats"] for p in points], "s--", label="with repeated words")
     faults.set_ylabel(f"sentences of {points[0]['n']:.0f}")
+    faults.set_ylim(-0.5, points[0]["n"] + 0.5)
     faults.legend(fontsize=8)
     for axis in (mcd, faults):
         axis.set_xlabel("CPU minutes of training (one thread)")
@@ -264,7 +306,7 @@ def main() -> None:
     training = threading.Thread(target=train, args=(hparams, args.out, args.minutes,
                                                     args.every, snapshots, lock))
     training.start()
-    judge_as_they_come(snapshots, lock, training, points)
+    judge_as_they_come(snapshots, lock, training, seen_corpus(hparams, args.out), points)
     mismatched = mismatched_cer(args.out)
     print(table(points))
     print(f"recordings {points[0]['reference_cer']:.2f}, other sentences' recordings "

@@ -21,6 +21,7 @@ from tuner_core.reporting import best_trial
 from tuner_core.storage import CONFIRMS_ATTR, TRAINING_SEED_ATTR, confirmation_groups
 from tuner_core.study import create_study, run_worker
 from tuner_core.trial import TrialListener
+from tuner_core.trial.rendering import BackgroundRenders
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "bench" / "curves" / "demo.json.gz"
@@ -188,6 +189,21 @@ def test_confirmation_trains_the_champions_again_with_other_seeds(tmp_path):
     assert best["number"] == champion.trial
     assert best["confirmation"]["seeds"] == 3
     assert best["confirmation"]["mean"] == pytest.approx(champion.mean)
+
+
+def test_a_replayed_trial_is_not_judged_as_a_listener(tmp_path, monkeypatch):
+    # A replay's checkpoints are files, but hold no model: evaluating them would only
+    # start a process per completed trial that fails.
+    launched = []
+    monkeypatch.setattr(BackgroundRenders, "launch",
+                        lambda self, number, kept, program, *args, **kwargs:
+                        launched.append(program))
+    config = load_config(replay_config(tmp_path, n_trials=3))
+    assert config.evaluation.enabled
+    study = create_study(config, "replayed", 3)
+    run_worker(config, study, poll_s=0.05)
+    assert any(t.state is TrialState.COMPLETE for t in study.get_trials())
+    assert launched == []
 
 
 def test_a_replayed_trial_draws_nothing(tmp_path):

@@ -83,8 +83,10 @@ class ListeningEvaluations:
         ``listening`` to ``attrs``), else keeps its checkpoint for :meth:`after_record`:
         retention may delete it as soon as the trial is recorded."""
         checkpoint = attrs.get("best_checkpoint")
-        # A replayed run (trainer.replay) names checkpoints it never wrote.
-        if not self.config.evaluation.enabled or not Path(checkpoint or "").is_file():
+        # A replayed run (trainer.replay) has no model to judge: its checkpoints hold the
+        # epoch it replayed, not weights.
+        if (not self.config.evaluation.enabled or self.config.trainer.replay is not None
+                or not Path(checkpoint or "").is_file()):
             return math.nan if self.config.optimization.listened else value
         kept, run_dir = self.renders.keep(Path(checkpoint)), Path(checkpoint).parent
         if not self.waited_for:
