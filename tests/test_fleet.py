@@ -23,7 +23,7 @@ import yaml
 from optuna.trial import TrialState
 
 from tests.deadlines import scaled
-from tests.postgres import PostgresCluster
+from tests.postgres import PostgresCluster, postgres_cluster
 from tests.test_replay import replay_config
 from tests.test_tuner import ROOT
 from tests.test_workers import wait_until
@@ -151,17 +151,20 @@ def test_a_worker_with_two_devices_runs_two_trials_at_once(tmp_path, corpus, pos
     assert finished(study)
 
 
-def test_a_database_restart_under_a_standing_worker_loses_no_trial(
-        tmp_path, corpus, postgres, postgres_url):
-    path = fleet_config(tmp_path, corpus, postgres_url, delay_s=0.2)
-    study = create_study(load_config(path), "restarted", 2)
-    with worker(path, "--follow") as standing:
-        wait_for(lambda: any(t.intermediate_values for t in study.get_trials(deepcopy=False)),
-                 60, "the first trial's first epochs", standing)
-        outage(postgres)
-        wait_for(lambda: finished(study), 120, "the study to end", standing)
-        assert standing.poll() is None
-    trials = study.get_trials()
+def test_a_database_restart_under_a_standing_worker_loses_no_trial(tmp_path, corpus, postgres):
+    # A cluster of its own (``postgres`` only skips the test where there is none): stopping
+    # the session's would cut the connections of the tests that other processes run.
+    with postgres_cluster() as own:
+        path = fleet_config(tmp_path, corpus, own.create_database("restarted"), delay_s=0.2)
+        study = create_study(load_config(path), "restarted", 2)
+        with worker(path, "--follow") as standing:
+            wait_for(lambda: any(t.intermediate_values
+                                 for t in study.get_trials(deepcopy=False)),
+                     60, "the first trial's first epochs", standing)
+            outage(own)
+            wait_for(lambda: finished(study), 120, "the study to end", standing)
+            assert standing.poll() is None
+        trials = study.get_trials()
     assert [t.number for t in trials] == [0, 1]
     assert all(t.state is TrialState.COMPLETE for t in trials), [t.state for t in trials]
     assert all(len(t.intermediate_values) == 24 for t in trials)  # trained through it

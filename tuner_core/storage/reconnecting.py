@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 FIRST_WAIT_S = 0.5
 LONGEST_WAIT_S = 30.0
 
-# Every call a study, a trial, the heartbeat thread and the retry of stale trials make.
+# Every call a study, a trial, the heartbeat thread and the retry of stale trials make,
+# the private ones Optuna's cache layer (optuna.storages._CachedStorage) makes included.
 RETRIED = (
     "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
     "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
@@ -45,7 +46,8 @@ RETRIED = (
     "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
     "set_trial_user_attr", "set_trial_system_attr", "get_trial_id_from_study_id_trial_number",
     "get_trial", "get_all_trials", "get_best_trial", "get_n_trials", "record_heartbeat",
-    "_get_stale_trial_ids",
+    "_get_stale_trial_ids", "_create_new_trial", "_get_trials", "_set_trial_param",
+    "_get_best_trial_id",
 )
 
 
