@@ -1,7 +1,7 @@
 """Storage load: how many workers one study storage holds.
 
     .venv/bin/python bench/storage_load.py [--workers 8,16,32] [--sqlite 8,32]
-        [--per-worker 2] [--stop 32] [--timeout 600]
+        [--per-worker 2] [--stop 32] [--timeout 600] [--max-connections M] [--epoch-s S]
 
 For each number of workers, one study whose budget is ``--per-worker`` trials per worker,
 run by that many ``python -m tuner_core worker`` processes at once, on PostgreSQL (a
@@ -15,12 +15,16 @@ heartbeats, the stop polls, the budget lock.
 It prints, per run: trials per minute (first worker started to last one gone), the
 latency of the storage operations the workers made (each call of Optuna's RDB storage
 API, timed inside the workers: median and 95th percentile over all calls), the most
-database connections open at once (``pg_stat_activity``), errors (database errors
+database connections open at once (``pg_stat_activity``), refused connections (the server
+full: its refusals, and the workers' lines saying they wait), errors (other database errors
 SQLAlchemy saw, warnings and tracebacks the workers logged, failed trials, workers that
 exited non-zero) and the checks: the budget is exact (trials numbered 0..budget-1), no
 trial ran twice (one run folder, one trainer start each), none is left running. Then
 ``--stop`` workers start on a large budget, a stop is requested once as many trials have
 ended, and the time until the last worker has left says whether the stop reached them all.
+
+``--max-connections M`` runs on a cluster of its own that allows M connections, so that a
+small machine reaches the server's limit with fewer workers than 100 connections need.
 
 All workers share this machine's cores: on a small machine trials per minute is bound by
 the CPU (each trial starts a Python process); the latency, connections and errors are
@@ -110,13 +114,15 @@ def probe(out: Path, argv: list[str]) -> int:
 
 # --- the bench: start workers, watch the database, check the study --------------------------
 
-def bench_config(folder: Path, storage: str) -> Path:
-    """config/demo.yaml with each trial replayed, ``storage``, no MLflow; and a corpus of
-    two silent clips, which the workers' checks read and the replay never does."""
+def bench_config(folder: Path, storage: str, epoch_s: float) -> Path:
+    """config/demo.yaml with each trial replayed (each epoch ``epoch_s`` long, if not 0),
+    ``storage``, no MLflow; and a corpus of two silent clips, which the workers' checks
+    read and the replay never does."""
     import numpy
     import soundfile
     import yaml
 
+    from tests.paced import paced_python
     from train.tacotron2.hparams import HParams
 
     (folder / "wavs").mkdir()
@@ -129,6 +135,8 @@ def bench_config(folder: Path, storage: str) -> Path:
                     mlflow={"enabled": False})
     settings["trainer"].update(replay=str(TABLE), preload=False, grace_period_s=5)
     settings["trainer"]["hparams"]["artifacts"] = "none"
+    if epoch_s:
+        settings["trainer"]["python"] = str(paced_python(folder, epoch_s))
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(settings))
     return path
@@ -161,19 +169,22 @@ def connection_sampler(cluster: Any, database: str | None) -> Iterator[list[int]
 
 
 def run_load(folder: Path, storage: str, n_workers: int, budget: int, timeout: float,
-             cluster: Any = None, database: str | None = None,
+             epoch_s: float, cluster: Any = None, database: str | None = None,
              stop_after: int | None = None) -> dict[str, Any]:
     """``n_workers`` workers on one study of ``budget`` trials; a stop once ``stop_after``
     trials have ended, if given. The figures and checks of the run."""
     from optuna.trial import TrialState
 
     from tuner_core import SmartTuner
+    from tuner_core.storage import open_storage
     from tuner_core.study import create_study
 
     folder.mkdir(parents=True)
-    config_path = bench_config(folder, storage)
+    config_path = bench_config(folder, storage, epoch_s)
     tuner = SmartTuner(config_path)
     study = create_study(tuner.config, "load", budget)
+    # The bench watches the study as a worker does: it waits when the server is full.
+    open_storage(tuner.config).rides_out_outages = True
     load_before = os.getloadavg()[0]
     probes = [folder / f"probe-{i}.json" for i in range(n_workers)]
     logs = [folder / f"worker-{i}.log" for i in range(n_workers)]
@@ -221,10 +232,22 @@ def measured(probes: list[Path], logs: list[Path]) -> dict[str, Any]:
             errors.update(report["errors"])
             started += report["started"]
     for log in logs:
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith("Traceback") or " WARNING " in line or " ERROR " in line:
+        lines = log.read_text(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("Traceback"):  # named by its exception, the first unindented
+                raised = next((later for later in lines[i + 1:]
+                               if later and not later[0].isspace()), "?")
+                errors[f"traceback: {raised[:120]}"] += 1
+            elif " WARNING " in line or " ERROR " in line:
                 errors[f"log: {line.split(' ', 3)[-1][:120]}"] += 1
     return {"timings": timings, "errors": errors, "started": started}
+
+
+def waited(error: str) -> bool:
+    """Whether a counted error is the database refusing a connection, or a worker saying
+    it waits for one: a fleet past the server's max_connections, slowed, not broken."""
+    return any(sign in error for sign in ("sorry, too many", "no free connection",
+                                          "storage is unreachable", "reachable again"))
 
 
 def checked(study: Any, budget: int, started: list[str], exact: bool) -> dict[str, Any]:
@@ -260,13 +283,16 @@ def percentiles(values: list[float]) -> tuple[float, float]:
 def row(backend: str, result: dict[str, Any]) -> str:
     every = [v for values in result["timings"].values() for v in values]
     p50, p95 = percentiles(every)
-    errors = sum(result["errors"].values()) + sum(code != 0 for code in result["codes"])
+    waits = sum(n for error, n in result["errors"].items() if waited(error))
+    errors = (sum(result["errors"].values()) - waits
+              + sum(code != 0 for code in result["codes"]))
     connections = max(result["connections"], default=None)
     checks = "ok" if not result["problems"] else "; ".join(result["problems"])
     return (f"| {backend} | {result['workers']} | {result['trials']} | {result['elapsed']:.0f} "
             f"| {result['trials'] / result['elapsed'] * 60:.1f} | {p50 * 1e3:.1f} / "
             f"{p95 * 1e3:.1f} | {len(every)} | {connections if connections else '-'} "
-            f"| {errors} | {result['load'][0]:.1f} -> {result['load'][1]:.1f} | {checks} |")
+            f"| {waits} | {errors} | {result['load'][0]:.1f} -> {result['load'][1]:.1f} "
+            f"| {checks} |")
 
 
 def print_operations(result: dict[str, Any]) -> None:
@@ -280,8 +306,8 @@ def print_operations(result: dict[str, Any]) -> None:
 
 
 HEADER = ("| storage | workers | trials | wall s | trials/min | op p50 / p95 ms | ops "
-          "| connections (max) | errors | load avg | checks |\n|---|---|---|---|---|---|---|---"
-          "|---|---|---|")
+          "| connections (max) | refused | errors | load avg | checks |\n|---|---|---|---|---|"
+          "---|---|---|---|---|---|---|")
 
 
 def main() -> None:
@@ -295,6 +321,14 @@ def main() -> None:
     parser.add_argument("--stop", type=int, default=32,
                         help="workers of the stop run on PostgreSQL (0: none)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds a run may take")
+    parser.add_argument("--epoch-s", type=float, default=0.0,
+                        help="seconds each replayed epoch lasts (default: as fast as it "
+                             "replays); real epochs last minutes, and a worker calls the "
+                             "storage a few times per epoch")
+    parser.add_argument("--max-connections", type=int,
+                        help="run on a cluster of its own that allows this many connections "
+                             "(PostgreSQL's default is 100), to reach its limit with fewer "
+                             "workers")
     parser.add_argument("--probe", type=Path, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.probe:
@@ -303,10 +337,13 @@ def main() -> None:
     from tests.postgres import PostgresCluster, postgres_cluster
 
     with contextlib.ExitStack() as stack:
-        cluster = PostgresCluster.from_environment() or stack.enter_context(postgres_cluster())
+        cluster = (None if args.max_connections else PostgresCluster.from_environment()) or (
+            stack.enter_context(postgres_cluster(args.max_connections or 200)))
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        print(f"{os.cpu_count()} cores; {TABLE.name} replayed; "
-              f"{args.per_worker} trials per worker")
+        print(f"{os.cpu_count()} cores; {TABLE.name} replayed"
+              f"{f', {args.epoch_s} s an epoch' if args.epoch_s else ''}; "
+              f"{args.per_worker} trials per worker; PostgreSQL max_connections "
+              f"{cluster.max_connections}")
         print(HEADER, flush=True)
         results = []
         for backend, counts in (("PostgreSQL", args.workers), ("SQLite", args.sqlite)):
@@ -316,13 +353,13 @@ def main() -> None:
                 storage = (cluster.create_database(name) if database
                            else f"sqlite:///{folder / name / 'optuna.db'}")
                 result = run_load(folder / name, storage, n, n * args.per_worker, args.timeout,
-                                  cluster, database)
+                                  args.epoch_s, cluster, database)
                 results.append(result)
                 print(row(backend, result), flush=True)
         if args.stop:
             database = f"stop_{args.stop}"
             result = run_load(folder / database, cluster.create_database(database), args.stop,
-                              args.stop * 50, args.timeout, cluster, database,
+                              args.stop * 50, args.timeout, args.epoch_s, cluster, database,
                               stop_after=args.stop)
             print(row("PostgreSQL, stop", result))
             left = sum(code == 0 for code in result["codes"])

@@ -41,6 +41,7 @@ class PostgresCluster:
 
     host: str
     port: int = PORT
+    max_connections: int = 200
 
     def url(self, database: str, driver: str = "postgresql+psycopg") -> str:
         """A SQLAlchemy URL of ``database`` as the superuser ``postgres``."""
@@ -61,7 +62,7 @@ class PostgresCluster:
 
     def start(self) -> None:
         """Start the stopped server again, as it was."""
-        _start(Path(self.host), self.port)
+        _start(Path(self.host), self.port, self.max_connections)
 
     @classmethod
     def from_environment(cls) -> PostgresCluster | None:
@@ -92,16 +93,18 @@ def _pg_ctl(folder: Path, *arguments: str) -> None:
                    check=True, capture_output=True, text=True)
 
 
-def _start(folder: Path, port: int = PORT) -> None:
+def _start(folder: Path, port: int = PORT, max_connections: int = 200) -> None:
     _pg_ctl(folder, "-l", str(folder / "server.log"), "-w",
             "-t", str(round(scaled(60))), "start",  # pg_ctl's own default deadline, scaled
-            # Room for several workers, an MLflow server and the test itself at once.
-            "-o", f"-c listen_addresses='' -k {folder} -p {port} -c max_connections=200")
+            "-o", f"-c listen_addresses='' -k {folder} -p {port} "
+                  f"-c max_connections={max_connections}")
 
 
 @contextlib.contextmanager
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    """Start a cluster in a temporary folder; stop and remove it on exit."""
+def postgres_cluster(max_connections: int = 200) -> Iterator[PostgresCluster]:
+    """Start a cluster in a temporary folder; stop and remove it on exit. The default
+    ``max_connections`` leaves room for several workers, an MLflow server and the test
+    itself at once."""
     folder = Path(tempfile.mkdtemp(prefix="pg-"))
     if os.geteuid() == 0:
         user = pwd.getpwnam("postgres")
@@ -110,8 +113,8 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
     try:
         subprocess.run([*_as_user(), _binary("initdb"), "-D", str(data), "-U", "postgres",
                         "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
-        _start(folder)
-        yield PostgresCluster(str(folder))
+        _start(folder, max_connections=max_connections)
+        yield PostgresCluster(str(folder), max_connections=max_connections)
     finally:
         if data.exists():
             subprocess.run([*_as_user(), _binary("pg_ctl"), "-D", str(data), "-m",

@@ -9,45 +9,39 @@ trials last seconds and overlap as real ones would.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+import psycopg
+import sqlalchemy
 import yaml
 from optuna.trial import TrialState
 
 from tests.deadlines import scaled
+from tests.paced import paced_python
 from tests.postgres import PostgresCluster, postgres_cluster
 from tests.test_replay import replay_config
 from tests.test_tuner import ROOT
 from tests.test_workers import wait_until
 from tuner_core import SmartTuner
+from tuner_core import study as study_module
+from tuner_core.__main__ import main
 from tuner_core.config import load_config
 from tuner_core.storage import FINISHED_ATTR
+from tuner_core.storage.fleet import FleetMember, fleet
+from tuner_core.storage.opening import open_storage
 from tuner_core.study import create_study, request_stop
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-
-# The stand-in interpreter: runs python with its arguments and passes the trainer's stdout
-# on, each validation event VALIDATION_DELAY_S late; SIGTERM ends it as it ends a trainer.
-PACED_PYTHON = """#!{python}
-import signal, subprocess, sys, time
-child = subprocess.Popen([{python!r}, *sys.argv[1:]], stdout=subprocess.PIPE, text=True)
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(child.terminate() or 0))
-for line in child.stdout:
-    if '"validation"' in line:
-        time.sleep({delay})
-    sys.stdout.write(line)
-    sys.stdout.flush()
-sys.exit(child.wait())
-"""
-
 
 def fleet_config(tmp_path: Path, corpus: Path, storage: str, delay_s: float = 0.05) -> Path:
     """The replayed demo on ``storage``, every trial trained in full (no early stopping
@@ -55,12 +49,9 @@ def fleet_config(tmp_path: Path, corpus: Path, storage: str, delay_s: float = 0.
     data, but a worker checks that ``corpus`` is one before it starts."""
     path = replay_config(tmp_path, early_stopping={}, pruner={"type": "none"},
                          heartbeat_interval_s=1, heartbeat_grace_s=30)
-    paced = tmp_path / "paced_python"
-    paced.write_text(PACED_PYTHON.format(python=sys.executable, delay=delay_s))
-    paced.chmod(0o755)
     settings = yaml.safe_load(path.read_text())
     settings.update(storage=storage, dataset_path=str(corpus))
-    settings["trainer"]["python"] = str(paced)
+    settings["trainer"]["python"] = str(paced_python(tmp_path, delay_s))
     path.write_text(yaml.safe_dump(settings))
     return path
 
@@ -171,6 +162,85 @@ def test_a_database_restart_under_a_standing_worker_loses_no_trial(tmp_path, cor
     log = output(standing)
     assert log.count("study storage is unreachable") == 1, log[-3000:]
     assert log.count("study storage is reachable again") == 1, log[-3000:]
+
+
+def test_a_worker_that_finds_the_database_full_waits_for_a_connection(tmp_path, corpus,
+                                                                      postgres):
+    # A cluster of its own, every connection of which the test takes.
+    with postgres_cluster(max_connections=8) as own:
+        path = fleet_config(tmp_path, corpus, own.create_database("full"))
+        study = create_study(load_config(path), "full", 1)
+        with taken_connections(own) as taken, worker(path, "--study", "full") as joining:
+            wait_for(lambda: "no free connection in the storage" in output(joining), 60,
+                     "the worker to wait for a connection", joining)
+            assert taken
+            for connection in taken:
+                connection.close()
+            assert joining.wait(timeout=scaled(60)) == 0, output(joining)[-3000:]
+        [trial] = study.get_trials()
+    assert trial.state is TrialState.COMPLETE
+    assert output(joining).count("no free connection in the storage") == 1
+
+
+def test_a_worker_waits_for_the_database_from_its_first_storage_call(tmp_path, corpus,
+                                                                     postgres_url, monkeypatch):
+    # Past the server's max_connections any call may be refused, the first ones too: the
+    # worker must not leave for want of a connection before it has a trial to work on.
+    path = fleet_config(tmp_path, corpus, postgres_url)
+    create_study(load_config(path), "first", 1)
+    riding_out_at_load = []
+
+    def load_study(config, name):
+        riding_out_at_load.append(open_storage(config).rides_out_outages)
+        raise KeyboardInterrupt  # enough: the worker is not to work here
+
+    monkeypatch.setattr(study_module, "load_study", load_study)
+    with contextlib.suppress(KeyboardInterrupt):
+        main(["worker", "--config", str(path), "--study", "first", "--quiet"])
+    assert riding_out_at_load == [True]
+
+
+@contextlib.contextmanager
+def taken_connections(cluster: PostgresCluster) -> Iterator[list[psycopg.Connection]]:
+    """Every connection the server has left, held open."""
+    taken: list[psycopg.Connection] = []
+    try:
+        while True:
+            try:
+                taken.append(psycopg.connect(host=cluster.host, port=cluster.port,
+                                             user="postgres", dbname="postgres"))
+            except psycopg.OperationalError:
+                break
+        yield taken
+    finally:
+        for connection in taken:
+            connection.close()
+
+
+def test_workers_that_start_together_on_a_new_database_all_join_the_fleet(postgres_url):
+    # The first workers on a new database race to create the fleet's table. Each member
+    # here has a connection pool of its own and the pid of a worker of its own.
+    members = [FleetMember(sqlalchemy.create_engine(postgres_url), ["cpu:0"], following=True,
+                           interval_s=60) for _ in range(8)]
+    for number, member in enumerate(members):
+        member.pid = number
+    together = threading.Barrier(len(members))
+
+    def join(member: FleetMember) -> None:
+        together.wait()
+        member.__enter__()
+
+    with concurrent.futures.ThreadPoolExecutor(len(members)) as pool:
+        joined = [pool.submit(join, member) for member in members]
+    try:
+        for future in joined:
+            future.result()  # raises what the member's join raised
+        joined_fleet = fleet(sqlalchemy.create_engine(postgres_url), grace_s=60)
+        assert sorted(w["pid"] for w in joined_fleet) == list(range(8))
+    finally:
+        for member, future in zip(members, joined, strict=True):
+            if future.exception() is None:
+                member.__exit__(None, None, None)
 
 
 def outage(cluster: PostgresCluster, seconds: float = 2.0) -> None:

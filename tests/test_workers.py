@@ -4,7 +4,9 @@ The workers are real processes training real tiny models, as they would on sever
 machines; PostgreSQL is a throwaway cluster (tests/postgres.py).
 """
 
+import collections
 import contextlib
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from optuna.trial import TrialState
 from tests.conftest import TEST_HPARAMS
 from tests.deadlines import scaled
 from tests.test_tuner import ROOT, write_config
-from tuner_core.config import load_config
+from tuner_core.config import Config, load_config
 from tuner_core.storage import open_storage
 from tuner_core.storage.budget_lock import BudgetLock
 from tuner_core.storage.retries import retried_from
@@ -27,10 +29,11 @@ from tuner_core.study import create_study, load_study
 
 @contextlib.contextmanager
 def workers(config_path: Path, study: str, n: int) -> Iterator[list[subprocess.Popen]]:
-    """``n`` worker processes on ``study``; any still running at the end are killed."""
+    """``n`` worker processes on ``study`` (logging their debug lines too); any still
+    running at the end are killed."""
     started = [subprocess.Popen(
         [sys.executable, "-m", "tuner_core", "worker", "--config", str(config_path),
-         "--study", study, "--quiet"],
+         "--study", study, "--quiet", "--verbose"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(n)]
     try:
@@ -54,7 +57,18 @@ def wait_until(condition, timeout: float = 120, what: str = "the condition") -> 
         time.sleep(0.2)
 
 
-def advisory_lock_waiters(engine: sqlalchemy.Engine) -> int:
+def lock_waits(config: Config) -> collections.Counter[int]:
+    """How many times each worker (by pid) has said that it waits for the budget lock, in
+    the log file that the workers of a machine share (with ``--verbose``). One that waits
+    goes on asking until it has the lock, and says so once each time."""
+    log = config.state_dir / "logs" / "smart_tuner.log"
+    said = log.read_text() if log.exists() else ""
+    return collections.Counter(int(pid) for pid in re.findall(
+        r"\[(\d+)\] tuner_core\.storage\.budget_lock: another worker holds", said))
+
+
+def queued_lock_requests(engine: sqlalchemy.Engine) -> int:
+    """Lock requests waiting in the server, each holding a connection while it waits."""
     with engine.connect() as connection:
         return connection.execute(sqlalchemy.text(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")).scalar()
@@ -79,8 +93,10 @@ def test_two_workers_run_exactly_the_budget_and_see_each_others_results(
         lock.release()
         wait_until(lambda: study.get_trials(deepcopy=False), what="the first trial")
         lock.acquire()
+        waited = lock_waits(config)[first.pid]
         with workers(path, "shared", 1) as (second,):
-            wait_until(lambda: advisory_lock_waiters(engine) == 2,
+            wait_until(lambda: lock_waits(config)[first.pid] > waited
+                       and lock_waits(config)[second.pid] > 0,
                        what="both workers to wait for the budget lock")
             lock.release()
             finish(first)
@@ -108,17 +124,16 @@ def test_a_worker_takes_its_trial_only_under_the_budget_lock(
     study = create_study(config, "locked", 1)
     engine = open_storage(config).engine
 
-    def worker_waits_for_the_lock() -> bool:
-        with engine.connect() as connection:
-            return bool(connection.execute(sqlalchemy.text(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            )).scalar())
-
     study_id = open_storage(config).get_study_id_from_name(study.study_name)
     with (BudgetLock(config.storage_url, engine, study_id) as lock,
           workers(path, "locked", 1) as (worker,)):
-        wait_until(worker_waits_for_the_lock, what="the worker to wait for the lock")
+        wait_until(lambda: lock_waits(config)[worker.pid] > 0,
+                   what="the worker to wait for the lock")
         assert study.get_trials() == []  # it counts and creates nothing while it waits
+        # It asks again and again instead of queueing in the server, where its request
+        # would hold a connection for as long as it waits: a fleet at its start would
+        # need two connections per worker (bench/storage_load.py).
+        assert queued_lock_requests(engine) == 0
         lock.release()
         finish(worker)
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]

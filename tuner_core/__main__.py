@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import tuner_core
 from train.arguments import positive_int, program_name
-from tuner_core import reporting, study
+from tuner_core import reporting, storage, study
 from tuner_core.config.location import CONFIG_HELP, STARTER_CONFIG, default_config_path
 from tuner_core.config.starter import write_starter
 from tuner_core.errors import (
@@ -102,6 +102,7 @@ def cmd_worker(tuner: SmartTuner, args: argparse.Namespace) -> int:
     --follow the worker stands by: it works on whichever study is running (the oldest
     first) until SIGTERM. With --devices it runs one trainer per device at once.
     """
+    storage.open_worker_storage(tuner.config)  # from here on, waits out a database away
     check.require_ready(tuner.config)
     if args.follow:
         study.follow(tuner.config)

@@ -7,7 +7,8 @@ import logging.handlers
 import os
 from pathlib import Path
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+# The pid tells apart the workers of one machine, which share its state folder's log file.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s: %(message)s"
 
 # Libraries whose INFO records (MLflow's "Creating initial MLflow database tables...",
 # alembic's migrations) go to the log file only: on the console they would stand between

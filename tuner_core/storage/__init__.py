@@ -33,6 +33,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "VERSION_ATTR": ".attributes",
     "worker_lost": ".attributes",
     "open_storage": ".opening",
+    "open_worker_storage": ".opening",
     "BudgetLock": ".budget_lock",
     "fail_stale_trials": ".retries",
     "retried_from": ".retries",

@@ -6,9 +6,13 @@ operations. Two workers doing both at once would each see the last trial left an
 both start one. So a worker holds this lock from its count until its new trial is
 in the storage, where every other worker's count sees it.
 
-* PostgreSQL: a session-level advisory lock (``pg_advisory_lock``) held on a
-  connection of its own. A worker that dies drops its connection, and the lock
-  goes with it: a killed worker never blocks the others.
+* PostgreSQL: a session-level advisory lock held on a connection of its own. A
+  worker that dies drops its connection, and the lock goes with it: a killed worker
+  never blocks the others. A waiting worker asks again and again
+  (``pg_try_advisory_lock``) rather than queue in the server (``pg_advisory_lock``),
+  and closes its connection between asks: a queued ask holds a connection for as
+  long as it waits, and at a fleet's start every worker waits at once
+  (bench/storage_load.py).
 * SQLite: the database is on one machine, so an ``flock`` on a file beside it
   (one for all its studies); the kernel lets go of it when the process dies.
 
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import random
+import time
 from pathlib import Path
 from typing import IO
 
@@ -30,6 +36,11 @@ log = logging.getLogger(__name__)
 # The first key of the two-key advisory lock: names Smart Tuner's budget locks among
 # any others taken in the same database. The second key is the study's id.
 ADVISORY_NAMESPACE = 0x5354
+
+# Between a waiting worker's asks for the lock: doubling from the first, at most the
+# longest, each drawn within +-50 % so that workers that started together spread out.
+FIRST_ASK_WAIT_S = 0.02
+LONGEST_ASK_WAIT_S = 1.0
 
 
 class BudgetLock:
@@ -52,10 +63,22 @@ class BudgetLock:
             self._file = open(self._lock_file_path, "ab")  # noqa: SIM115 (held until release)
             fcntl.flock(self._file, fcntl.LOCK_EX)
             return
-        self._connection = self._engine.connect()
-        self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:namespace, :study)"),
-                                 {"namespace": ADVISORY_NAMESPACE, "study": self.study_id})
-        self._connection.commit()  # the lock outlives the transaction; idle in none
+        wait = FIRST_ASK_WAIT_S
+        while True:
+            # The lock outlives any transaction: none is opened, so none is left idle.
+            connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            held = connection.execute(
+                sqlalchemy.text("SELECT pg_try_advisory_lock(:namespace, :study)"),
+                {"namespace": ADVISORY_NAMESPACE, "study": self.study_id}).scalar_one()
+            if held:
+                self._connection = connection
+                return
+            connection.close()  # a waiting worker holds no connection between its asks
+            if wait == FIRST_ASK_WAIT_S:
+                log.debug("another worker holds the budget lock of study %d; asking until "
+                          "it is free", self.study_id)
+            time.sleep(wait * random.uniform(0.5, 1.5))
+            wait = min(2 * wait, LONGEST_ASK_WAIT_S)
 
     def release(self) -> None:
         """Let the next worker take its trial; does nothing if not held."""
@@ -68,7 +91,6 @@ class BudgetLock:
                 connection.execute(
                     sqlalchemy.text("SELECT pg_advisory_unlock(:namespace, :study)"),
                     {"namespace": ADVISORY_NAMESPACE, "study": self.study_id})
-                connection.commit()
                 connection.close()
             except sqlalchemy.exc.SQLAlchemyError:
                 # A connection in doubt must not go back to the pool still holding the

@@ -31,7 +31,7 @@ import sqlalchemy
 from sqlalchemy import Boolean, Column, Float, Integer, String, Text
 from sqlalchemy.engine import Engine
 
-from tuner_core.storage.reconnecting import connection_lost
+from tuner_core.storage.reconnecting import connection_lost, riding_out
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +72,24 @@ class FleetMember:
         return f"{self.host}:{self.pid}"
 
     def __enter__(self) -> FleetMember:
-        _METADATA.create_all(self._engine, checkfirst=True)
+        riding_out(self._join)  # a worker waits for the database as its storage calls do
+        self._beat.start()
+        return self
+
+    def _join(self) -> None:
+        try:
+            _METADATA.create_all(self._engine, checkfirst=True)
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            # Workers that start together on a new database race to create the table, and
+            # PostgreSQL's CREATE TABLE fails when another is made at the same moment.
+            if connection_lost(error) or not sqlalchemy.inspect(self._engine).has_table(
+                    WORKERS.name):
+                raise
         with self._engine.begin() as connection:
             connection.execute(WORKERS.delete().where(
                 (WORKERS.c.worker == self.key)
                 | (WORKERS.c.last_seen < time.time() - DROP_AFTER_S)))
             connection.execute(WORKERS.insert().values(self._row()))
-        self._beat.start()
-        return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._leaving.set()

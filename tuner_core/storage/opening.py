@@ -3,14 +3,18 @@ of trials whose worker died.
 
 SQLite (one machine; the default, in the state folder) or PostgreSQL (several machines).
 A storage that cannot be opened raises :class:`~tuner_core.errors.StorageUnavailable`,
-one line naming it and why. Opening a SQLite storage creates its file: a reader asks
-:func:`storage_exists` first.
+one line naming it and why; a PostgreSQL server with no free connection is waited for.
+Opening a SQLite storage creates its file: a reader asks :func:`storage_exists` first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import socket
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,9 +27,17 @@ from tuner_core.config.sections import Config
 from tuner_core.errors import StorageUnavailable
 from tuner_core.storage.attributes import worker_lost
 from tuner_core.storage.file_lock import file_lock
-from tuner_core.storage.reconnecting import ReconnectingStorage
+from tuner_core.storage.reconnecting import (
+    FIRST_WAIT_S,
+    LONGEST_WAIT_S,
+    ReconnectingStorage,
+    connection_lost,
+    no_free_connection,
+)
 from tuner_core.storage.records import amend_user_attrs
 from tuner_core.storage.retries import retry_callback
+
+log = logging.getLogger(__name__)
 
 _storages: dict[tuple[Any, ...], optuna.storages.RDBStorage] = {}
 _storages_lock = threading.Lock()
@@ -44,6 +56,15 @@ def open_storage(config: Config) -> ReconnectingStorage:
         if key not in _storages:
             _storages[key] = _new_storage(config)
         return _storages[key]
+
+
+def open_worker_storage(config: Config) -> ReconnectingStorage:
+    """The storage as a worker uses it: every call of the process waits for a PostgreSQL
+    server that restarts or is full, rather than fail (a SQLite file does neither). A
+    worker opens it so before its first call; readers (the bot, the CLI) fail at once."""
+    storage = open_storage(config)
+    storage.rides_out_outages = sqlite_file(config.storage_url) is None
+    return storage
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -69,31 +90,54 @@ def _new_storage(config: Config) -> ReconnectingStorage:
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
     else:
         # PostgreSQL allows 100 connections by default, for every worker, bot and MLflow
-        # server together. A process keeps one between its calls (SQLAlchemy's default
-        # pool kept up to five: about two per worker, bench/storage_load.py) and opens more
-        # while its threads need them at once, without a cap: each device's thread waits
-        # for the budget lock on a connection, and the lock's holder needs one more.
-        engine_kwargs = {"pool_pre_ping": True, "pool_size": 1, "max_overflow": -1}
+        # server together. A process keeps none between its calls: each call opens one
+        # and closes it (a few milliseconds), so a fleet needs as many connections as it
+        # makes calls at once, not one or two per worker whether it calls or not. Kept
+        # connections (SQLAlchemy's pools) filled a server at one or two per worker, and
+        # past its limit they deadlocked the fleet: the budget lock's holder, which needs
+        # a second connection while it holds the lock, waited for one that the waiting
+        # workers' pools kept idle (bench/storage_load.py).
+        engine_kwargs = {"poolclass": sqlalchemy.pool.NullPool,
+                         "connect_args": {"application_name": application_name()}}
     opt = config.optimization
 
     def record_worker_lost(study: optuna.Study, trial: FrozenTrial, retry: int | None) -> None:
         # Optuna has failed the trial already; its record is completed afterwards.
         amend_user_attrs(storage, study.study_name, trial.number, worker_lost(retry))
 
-    try:
-        with _first_use_lock(url), warnings.catch_warnings():
-            # Heartbeats are flagged experimental; see tuner_core.storage.retries.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = ReconnectingStorage(
-                url, engine_kwargs=engine_kwargs,
-                heartbeat_interval=opt.heartbeat_interval_s, grace_period=opt.heartbeat_grace_s,
-                heartbeat_stale_trial_callback=retry_callback(opt.max_retries,
-                                                              record_worker_lost))
-    except (OSError, sqlalchemy.exc.SQLAlchemyError) as error:
-        cause = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        raise StorageUnavailable(f"cannot open the storage {config.storage_shown}: "
-                                 f"{cause}") from None
-    return storage
+    wait = FIRST_WAIT_S
+    while True:
+        try:
+            with _first_use_lock(url), warnings.catch_warnings():
+                # Heartbeats are flagged experimental; see tuner_core.storage.retries.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = ReconnectingStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=opt.heartbeat_interval_s,
+                    grace_period=opt.heartbeat_grace_s,
+                    heartbeat_stale_trial_callback=retry_callback(opt.max_retries,
+                                                                  record_worker_lost))
+            return storage
+        except (OSError, sqlalchemy.exc.SQLAlchemyError,
+                optuna.exceptions.StorageInternalError) as error:
+            reason = connection_lost(error) or error  # Optuna wraps some in its own
+            cause = str(getattr(reason, "orig", None) or reason).strip().splitlines()[0]
+            if not no_free_connection(error):
+                raise StorageUnavailable(f"cannot open the storage {config.storage_shown}: "
+                                         f"{cause}") from None
+            # A fleet larger than the server's max_connections: the workers that find
+            # no free connection wait for one, rather than leave.
+            if wait == FIRST_WAIT_S:
+                log.warning("no free connection in the storage %s (%s); waiting for one",
+                            config.storage_shown, cause)
+            time.sleep(wait)
+            wait = min(2 * wait, LONGEST_WAIT_S)
+
+
+def application_name() -> str:
+    """What PostgreSQL shows of this process's connections (``pg_stat_activity``), so that
+    whoever runs the database sees which worker holds which: "smart-tuner PID@HOST" (the
+    server keeps 63 characters, so the host comes last)."""
+    return f"smart-tuner {os.getpid()}@{socket.gethostname()}"
 
 
 def _first_use_lock(url: str) -> contextlib.AbstractContextManager[None]:

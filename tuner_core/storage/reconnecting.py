@@ -7,7 +7,8 @@ Optuna's RDB storage whose every call, once :attr:`~ReconnectingStorage.rides_ou
 is set (workers set it), waits with backoff while the database cannot be reached and
 then goes on: the trainer keeps training meanwhile, its events queue up, and the trial
 survives. The worker says so in one line when the database goes away and one when it is
-back. The connection pool drops dead connections itself (``pool_pre_ping``).
+back. A call opens a connection of its own (no pool: tuner_core.storage.opening), so no
+dead connection is ever reused.
 
 Only a lost connection is waited out (SQLAlchemy's ``OperationalError`` or
 ``InterfaceError``, somewhere in the cause chain); any other error raises as before. A
@@ -59,6 +60,15 @@ def connection_lost(error: BaseException) -> BaseException | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def no_free_connection(error: BaseException) -> bool:
+    """Whether ``error`` is PostgreSQL refusing a connection because all of its
+    ``max_connections`` are taken (SQLSTATE 53300, which a refused connection does not
+    carry: its message tells)."""
+    lost = connection_lost(error)
+    text = str(getattr(lost, "orig", None) or lost or "")
+    return "too many clients" in text or "connection slots are reserved" in text
 
 
 class Outage:

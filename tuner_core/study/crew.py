@@ -30,7 +30,7 @@ from tuner_core.config.location import PROJECT_ROOT
 from tuner_core.config.sections import Config
 from tuner_core.storage.budget_lock import BudgetLock
 from tuner_core.storage.fleet import FleetMember
-from tuner_core.storage.opening import open_storage, sqlite_file
+from tuner_core.storage.opening import open_worker_storage
 from tuner_core.storage.retries import fail_stale_trials
 from tuner_core.study.confirmation import enqueue_confirmations
 from tuner_core.study.life import mark_finished_if_last, stop_requested, trials_left
@@ -58,7 +58,7 @@ class Crew:
         self.devices = devices
         self.listener = listener
         self.poll_s = poll_s
-        self.storage = open_storage(config)
+        self.storage = open_worker_storage(config)
         self.launcher = (SharedLauncher(config.trainer.python, PROJECT_ROOT,
                                         TrialRunner.child_env(threads=1))
                          if config.trainer.preload else None)
@@ -68,9 +68,6 @@ class Crew:
         self._sigterm: Any = None  # the handler before the worker's
 
     def __enter__(self) -> Crew:
-        # A worker waits out a PostgreSQL restart (a SQLite file does not restart); the
-        # process's other readers of the storage, if any, go back to failing fast after it.
-        self.storage.rides_out_outages = sqlite_file(self.config.storage_url) is None
         self.member.__enter__()
         if threading.current_thread() is threading.main_thread():
             self._sigterm = signal.signal(signal.SIGTERM, self._leave)
@@ -82,6 +79,7 @@ class Crew:
         if self.launcher is not None:
             self.launcher.close()
         self.member.__exit__(*exc_info)
+        # The process's other readers of the storage, if any, fail fast again.
         self.storage.rides_out_outages = False
 
     def _leave(self, *_: object) -> None:
