@@ -23,7 +23,7 @@ $(CORPUS)/hard.csv: $(INSTALLED)
 # The study, then its best model speaks three sentences it never heard, against the
 # corpus's own renderings of them: does it stop by itself, and at the right length?
 demo: $(CORPUS)/hard.csv
-	$(BIN)/python -m tuner_core tune --config config/demo.yaml
+	$(BIN)/python -m tuner_core tune --config config/demo.yaml --devices cpu:2
 	@echo "The study's best model (its latest registered version) on held-out sentences:"
 	$(BIN)/python -m train.synthesize --checkpoint models:/tacotron2_demo/latest \
 		--tracking-uri sqlite:///$(CURDIR)/$(STATE)/demo/mlflow.db \
