@@ -6,11 +6,8 @@ and ``/workers`` show which device of which worker trains which trial. Each tria
 a recorded run, paced to last seconds (tests/paced.py).
 """
 
-import os
 import re
 import socket
-import subprocess
-import sys
 import time
 
 import optuna
@@ -19,8 +16,8 @@ from optuna.trial import TrialState
 
 from tests.deadlines import scaled
 from tests.e2e.fake_telegram import FakeTelegram, SentMessage
+from tests.e2e.test_instances import start_bot, stop
 from tests.test_fleet import fleet_config, worker
-from tests.test_tuner import ROOT
 
 ALICE = 1001
 HOST = socket.gethostname()
@@ -36,11 +33,8 @@ def test_status_shows_the_fleet_that_tune_set_to_work(corpus, tmp_path, postgres
     path.write_text(yaml.safe_dump(settings))
     with FakeTelegram() as fake, worker(path, "--follow") as standing:
         fake.add_user(ALICE)
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
-        bot = subprocess.Popen(
-            [sys.executable, "run_bot.py", "--config", str(path), "--api-server", fake.url],
-            cwd=ROOT, env=environ | {"TELEGRAM_BOT_TOKEN": fake.token},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        log = tmp_path / "bot.log"
+        bot = start_bot(fake, path, log)
         try:
             fake.wait_for(lambda: fake.calls_to("setMyCommands"), timeout=60)
             fake.user_sends(ALICE, "/tune 4")
@@ -58,8 +52,7 @@ def test_status_shows_the_fleet_that_tune_set_to_work(corpus, tmp_path, postgres
             workers = fake.wait_for(lambda: fake.find_message(ALICE, "Workers"), timeout=30)
             print(status.text, workers.text, sep="\n\n")  # what the chat shows, with -s
         finally:
-            bot.send_signal(2)
-            bot.wait(timeout=scaled(60))
+            stop(bot, log)
         assert standing.poll() is None
 
     working = re.findall(rf"🖥 {re.escape(HOST)} (\S+): trial \d+ of", status.text)
