@@ -46,6 +46,8 @@ def test_status_shows_the_fleet_that_tune_set_to_work(corpus, tmp_path, postgres
                            .get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
             fake.wait_for(lambda: running() == 4, timeout=120)  # two devices of each worker
+            # /status answers from the status the notifier read at its last poll ("as of"),
+            # which may be from before the standing worker's trials began: ask again.
             status = fake.wait_for(lambda: asked(fake, "/status", "Trials: 4 running"),
                                    timeout=60)
             fake.user_sends(ALICE, "/workers")
