@@ -243,6 +243,23 @@ def test_workers_that_start_together_on_a_new_database_all_join_the_fleet(postgr
                 member.__exit__(None, None, None)
 
 
+def test_sigterm_ends_a_standing_worker_whose_database_is_gone(tmp_path, corpus, postgres):
+    # A cluster of its own, stopped for good under the worker.
+    with postgres_cluster() as own:
+        path = fleet_config(tmp_path, corpus, own.create_database("gone"), delay_s=0.2)
+        study = create_study(load_config(path), "gone", 2)
+        with worker(path, "--follow") as standing:
+            wait_for(lambda: any(t.intermediate_values
+                                 for t in study.get_trials(deepcopy=False)),
+                     60, "the first trial's first epochs", standing)
+            own.stop()
+            wait_for(lambda: "study storage is unreachable" in output(standing), 60,
+                     "the worker to wait for the database", standing)
+            standing.send_signal(signal.SIGTERM)
+            standing.wait(timeout=scaled(60))  # it waited for the database for ever
+    assert "SIGTERM: leaving" in output(standing)
+
+
 def outage(cluster: PostgresCluster, seconds: float = 2.0) -> None:
     """The database goes away for ``seconds``, its sessions cut, and comes back."""
     cluster.stop()

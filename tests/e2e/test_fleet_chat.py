@@ -53,6 +53,9 @@ def test_status_shows_the_fleet_that_tune_set_to_work(corpus, tmp_path, postgres
             fake.user_sends(ALICE, "/workers")
             workers = fake.wait_for(lambda: fake.find_message(ALICE, "Workers"), timeout=30)
             print(status.text, workers.text, sep="\n\n")  # what the chat shows, with -s
+            # The bot's worker outlives the bot: it leaves once the study is done.
+            fake.wait_for(lambda: fake.find_message(ALICE, "finished: all trials done"),
+                          timeout=120)
         finally:
             stop(bot, log)
         assert standing.poll() is None

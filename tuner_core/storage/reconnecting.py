@@ -78,6 +78,9 @@ class Outage:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._since: float | None = None
+        # Set when the worker leaves (SIGTERM): a call waiting for the database then fails
+        # at once, so that a worker whose database never comes back still leaves.
+        self.given_up = threading.Event()
 
     def began(self, lost: BaseException) -> None:
         """``lost``: the connection's error (see :func:`connection_lost`)."""
@@ -100,18 +103,20 @@ OUTAGE = Outage()
 
 
 def riding_out(call: Callable[[], Any], on_retry: Callable[[], None] = lambda: None) -> Any:
-    """``call()``, attempted again with backoff for as long as the database is away."""
+    """``call()``, attempted again with backoff for as long as the database is away, or
+    until the worker leaves (:attr:`Outage.given_up`): then the call's error is raised."""
     wait = FIRST_WAIT_S
     while True:
         try:
             result = call()
         except Exception as error:
             lost = connection_lost(error)
-            if lost is None:
+            if lost is None or OUTAGE.given_up.is_set():
                 raise
             OUTAGE.began(lost)
             on_retry()
-            time.sleep(wait)
+            if OUTAGE.given_up.wait(wait):
+                raise
             wait = min(2 * wait, LONGEST_WAIT_S)
             continue
         OUTAGE.ended()

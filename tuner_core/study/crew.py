@@ -31,6 +31,7 @@ from tuner_core.config.sections import Config
 from tuner_core.storage.budget_lock import BudgetLock
 from tuner_core.storage.fleet import FleetMember
 from tuner_core.storage.opening import open_worker_storage
+from tuner_core.storage.reconnecting import OUTAGE
 from tuner_core.storage.retries import fail_stale_trials
 from tuner_core.study.confirmation import enqueue_confirmations
 from tuner_core.study.life import mark_finished_if_last, stop_requested, trials_left
@@ -85,6 +86,7 @@ class Crew:
     def _leave(self, *_: object) -> None:
         log.warning("SIGTERM: leaving once the running trainers have saved their checkpoints")
         self.leaving.set()
+        OUTAGE.given_up.set()  # a storage call waiting for the database fails now
 
     def listeners(self) -> ListenerGroup:
         """A device's listeners: MLflow tracking and the model registry (when
