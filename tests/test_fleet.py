@@ -87,6 +87,11 @@ def wait_for(condition, timeout: float, what: str, *workers: subprocess.Popen) -
     wait_until(met, timeout, what)
 
 
+def wait_for_first_epochs(study: optuna.Study, worker: subprocess.Popen) -> None:
+    wait_for(lambda: any(t.intermediate_values for t in study.get_trials(deepcopy=False)),
+             60, "the first trial's first epochs", worker)
+
+
 def finished(study: optuna.Study) -> bool:
     return bool(study.user_attrs.get(FINISHED_ATTR))
 
@@ -149,9 +154,7 @@ def test_a_database_restart_under_a_standing_worker_loses_no_trial(tmp_path, cor
         path = fleet_config(tmp_path, corpus, own.create_database("restarted"), delay_s=0.2)
         study = create_study(load_config(path), "restarted", 2)
         with worker(path, "--follow") as standing:
-            wait_for(lambda: any(t.intermediate_values
-                                 for t in study.get_trials(deepcopy=False)),
-                     60, "the first trial's first epochs", standing)
+            wait_for_first_epochs(study, standing)
             outage(own)
             wait_for(lambda: finished(study), 120, "the study to end", standing)
             assert standing.poll() is None
@@ -249,9 +252,7 @@ def test_sigterm_ends_a_standing_worker_whose_database_is_gone(tmp_path, corpus,
         path = fleet_config(tmp_path, corpus, own.create_database("gone"), delay_s=0.2)
         study = create_study(load_config(path), "gone", 2)
         with worker(path, "--follow") as standing:
-            wait_for(lambda: any(t.intermediate_values
-                                 for t in study.get_trials(deepcopy=False)),
-                     60, "the first trial's first epochs", standing)
+            wait_for_first_epochs(study, standing)
             own.stop()
             wait_for(lambda: "study storage is unreachable" in output(standing), 60,
                      "the worker to wait for the database", standing)
@@ -293,8 +294,7 @@ def test_sigterm_ends_a_standing_worker_mid_trial_leaving_the_trial_to_retry(
     study = create_study(load_config(path), "left", 2)
     tuner = SmartTuner(path)
     with worker(path, "--follow") as standing:
-        wait_for(lambda: any(t.intermediate_values for t in study.get_trials(deepcopy=False)),
-                 60, "the first trial's first epochs", standing)
+        wait_for_first_epochs(study, standing)
         standing.send_signal(signal.SIGTERM)
         assert standing.wait(timeout=scaled(60)) == 0, output(standing)[-3000:]
     [trial] = study.get_trials()

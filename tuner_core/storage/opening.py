@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,10 @@ from tuner_core.errors import StorageUnavailable
 from tuner_core.storage.attributes import worker_lost
 from tuner_core.storage.file_lock import file_lock
 from tuner_core.storage.reconnecting import (
-    FIRST_WAIT_S,
-    LONGEST_WAIT_S,
     ReconnectingStorage,
     connection_lost,
     no_free_connection,
+    with_backoff,
 )
 from tuner_core.storage.records import amend_user_attrs
 from tuner_core.storage.retries import retry_callback
@@ -105,32 +103,40 @@ def _new_storage(config: Config) -> ReconnectingStorage:
         # Optuna has failed the trial already; its record is completed afterwards.
         amend_user_attrs(storage, study.study_name, trial.number, worker_lost(retry))
 
-    wait = FIRST_WAIT_S
-    while True:
-        try:
-            with _first_use_lock(url), warnings.catch_warnings():
-                # Heartbeats are flagged experimental; see tuner_core.storage.retries.
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = ReconnectingStorage(
-                    url, engine_kwargs=engine_kwargs, heartbeat_interval=opt.heartbeat_interval_s,
-                    grace_period=opt.heartbeat_grace_s,
-                    heartbeat_stale_trial_callback=retry_callback(opt.max_retries,
-                                                                  record_worker_lost))
-            return storage
-        except (OSError, sqlalchemy.exc.SQLAlchemyError,
-                optuna.exceptions.StorageInternalError) as error:
-            reason = connection_lost(error) or error  # Optuna wraps some in its own
-            cause = str(getattr(reason, "orig", None) or reason).strip().splitlines()[0]
-            if not no_free_connection(error):
-                raise StorageUnavailable(f"cannot open the storage {config.storage_shown}: "
-                                         f"{cause}") from None
-            # A fleet larger than the server's max_connections: the workers that find
-            # no free connection wait for one, rather than leave.
-            if wait == FIRST_WAIT_S:
-                log.warning("no free connection in the storage %s (%s); waiting for one",
-                            config.storage_shown, cause)
-            time.sleep(wait)
-            wait = min(2 * wait, LONGEST_WAIT_S)
+    def construct() -> ReconnectingStorage:
+        with _first_use_lock(url), warnings.catch_warnings():
+            # Heartbeats are flagged experimental; see tuner_core.storage.retries.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return ReconnectingStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=opt.heartbeat_interval_s,
+                grace_period=opt.heartbeat_grace_s,
+                heartbeat_stale_trial_callback=retry_callback(opt.max_retries,
+                                                              record_worker_lost))
+
+    told = False
+
+    def no_connection_yet(error: BaseException) -> None:
+        # A fleet larger than the server's max_connections: the workers that find no free
+        # connection wait for one, rather than leave; they say so once.
+        nonlocal told
+        if not told:
+            log.warning("no free connection in the storage %s (%s); waiting for one",
+                        config.storage_shown, _cause(error))
+            told = True
+
+    try:
+        storage = with_backoff(construct, no_free_connection, no_connection_yet)
+    except (OSError, sqlalchemy.exc.SQLAlchemyError,
+            optuna.exceptions.StorageInternalError) as error:
+        raise StorageUnavailable(f"cannot open the storage {config.storage_shown}: "
+                                 f"{_cause(error)}") from None
+    return storage
+
+
+def _cause(error: BaseException) -> str:
+    """The first line of what went wrong, under Optuna's own wrapping of a lost connection."""
+    reason = connection_lost(error) or error
+    return str(getattr(reason, "orig", None) or reason).strip().splitlines()[0]
 
 
 def application_name() -> str:

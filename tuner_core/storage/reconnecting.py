@@ -105,22 +105,32 @@ OUTAGE = Outage()
 def riding_out(call: Callable[[], Any], on_retry: Callable[[], None] = lambda: None) -> Any:
     """``call()``, attempted again with backoff for as long as the database is away, or
     until the worker leaves (:attr:`Outage.given_up`): then the call's error is raised."""
+    def outage(error: BaseException) -> None:
+        OUTAGE.began(connection_lost(error))
+        on_retry()
+
+    result = with_backoff(call, lambda error: connection_lost(error) is not None, outage)
+    OUTAGE.ended()
+    return result
+
+
+def with_backoff(call: Callable[[], Any], waits_for: Callable[[BaseException], bool],
+                 on_wait: Callable[[BaseException], None]) -> Any:
+    """``call()``, attempted again while it raises an error that ``waits_for``, after
+    ``on_wait(error)`` and a wait that doubles from :data:`FIRST_WAIT_S` to at most
+    :data:`LONGEST_WAIT_S`; once the worker leaves (:attr:`Outage.given_up`), the error
+    is raised at once."""
     wait = FIRST_WAIT_S
     while True:
         try:
-            result = call()
+            return call()
         except Exception as error:
-            lost = connection_lost(error)
-            if lost is None or OUTAGE.given_up.is_set():
+            if not waits_for(error) or OUTAGE.given_up.is_set():
                 raise
-            OUTAGE.began(lost)
-            on_retry()
+            on_wait(error)
             if OUTAGE.given_up.wait(wait):
                 raise
             wait = min(2 * wait, LONGEST_WAIT_S)
-            continue
-        OUTAGE.ended()
-        return result
 
 
 class ReconnectingStorage(optuna.storages.RDBStorage):
