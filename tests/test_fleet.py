@@ -148,16 +148,11 @@ def test_a_worker_with_two_devices_runs_two_trials_at_once(tmp_path, corpus, pos
 
 
 def test_a_database_restart_under_a_standing_worker_loses_no_trial(tmp_path, corpus, postgres):
-    # A cluster of its own (``postgres`` only skips the test where there is none): stopping
-    # the session's would cut the connections of the tests that other processes run.
-    with postgres_cluster() as own:
-        path = fleet_config(tmp_path, corpus, own.create_database("restarted"), delay_s=0.2)
-        study = create_study(load_config(path), "restarted", 2)
-        with worker(path, "--follow") as standing:
-            wait_for_first_epochs(study, standing)
-            outage(own)
-            wait_for(lambda: finished(study), 120, "the study to end", standing)
-            assert standing.poll() is None
+    with standing_worker_training_on_a_cluster_of_its_own(tmp_path, corpus) as (
+            own, study, standing):
+        outage(own)
+        wait_for(lambda: finished(study), 120, "the study to end", standing)
+        assert standing.poll() is None
         trials = study.get_trials()
     assert [t.number for t in trials] == [0, 1]
     assert all(t.state is TrialState.COMPLETE for t in trials), [t.state for t in trials]
@@ -247,18 +242,29 @@ def test_workers_that_start_together_on_a_new_database_all_join_the_fleet(postgr
 
 
 def test_sigterm_ends_a_standing_worker_whose_database_is_gone(tmp_path, corpus, postgres):
-    # A cluster of its own, stopped for good under the worker.
+    with standing_worker_training_on_a_cluster_of_its_own(tmp_path, corpus) as (
+            own, _, standing):
+        own.stop()  # for good
+        wait_for(lambda: "study storage is unreachable" in output(standing), 60,
+                 "the worker to wait for the database", standing)
+        standing.send_signal(signal.SIGTERM)
+        standing.wait(timeout=scaled(60))  # it waited for the database for ever
+    assert "SIGTERM: leaving" in output(standing)
+
+
+@contextlib.contextmanager
+def standing_worker_training_on_a_cluster_of_its_own(
+        tmp_path: Path, corpus: Path
+) -> Iterator[tuple[PostgresCluster, optuna.Study, subprocess.Popen]]:
+    """A standing worker on a study of 2 trials, once its first trial has trained its first
+    epochs, in a PostgreSQL cluster of its own (``postgres`` only skips the test where
+    there is none): stopping the session's would cut the other test processes' connections."""
     with postgres_cluster() as own:
-        path = fleet_config(tmp_path, corpus, own.create_database("gone"), delay_s=0.2)
-        study = create_study(load_config(path), "gone", 2)
+        path = fleet_config(tmp_path, corpus, own.create_database("fleet"), delay_s=0.2)
+        study = create_study(load_config(path), "fleet", 2)
         with worker(path, "--follow") as standing:
             wait_for_first_epochs(study, standing)
-            own.stop()
-            wait_for(lambda: "study storage is unreachable" in output(standing), 60,
-                     "the worker to wait for the database", standing)
-            standing.send_signal(signal.SIGTERM)
-            standing.wait(timeout=scaled(60))  # it waited for the database for ever
-    assert "SIGTERM: leaving" in output(standing)
+            yield own, study, standing
 
 
 def outage(cluster: PostgresCluster, seconds: float = 2.0) -> None:
