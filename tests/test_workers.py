@@ -19,10 +19,11 @@ from optuna.trial import TrialState
 
 from tests.conftest import TEST_HPARAMS
 from tests.deadlines import scaled
+from tests.paced import paced_python
 from tests.test_tuner import ROOT, write_config
 from tuner_core.config import Config, load_config
 from tuner_core.storage import open_storage
-from tuner_core.storage.budget_lock import BudgetLock
+from tuner_core.storage.budget_lock import LONGEST_ASK_WAIT_S, BudgetLock
 from tuner_core.storage.retries import retried_from
 from tuner_core.study import create_study, load_study
 
@@ -76,8 +77,14 @@ def queued_lock_requests(engine: sqlalchemy.Engine) -> int:
 
 def test_two_workers_run_exactly_the_budget_and_see_each_others_results(
         corpus, mel_cache, tmp_path, postgres_url):
+    # A worker that waits asks for the lock about every LONGEST_ASK_WAIT_S, and one back
+    # from its trial asks at once: trials that last a fraction of a second can let one
+    # worker take them all (CI saw it once). Each epoch here lasts longer than the longest
+    # pause between asks; the paced interpreter wraps a trainer of its own (no preload).
+    epoch_s = 3 * LONGEST_ASK_WAIT_S
     path = write_config(tmp_path, corpus, mel_cache, storage=postgres_url,
-                        trainer={"hparams": {**TEST_HPARAMS, "epochs": 1}},
+                        trainer={"hparams": {**TEST_HPARAMS, "epochs": 1}, "preload": False,
+                                 "python": str(paced_python(tmp_path, epoch_s))},
                         optimization={"sampler": {"type": "tpe", "n_startup_trials": 2}})
     config = load_config(path)
     study = create_study(config, "shared", 4)
