@@ -2,7 +2,7 @@
 replayed on the recorded learning curves (bench/record_curves.py) by the real tuner.
 
     .venv/bin/python bench/replay_pruning.py [--pairs 50] [--budget-trials 12] [--jobs 2]
-        [--set optimization.pruner.n_warmup_steps=4 ...] [--confirm 2,2] [--real]
+        [--set optimization.pruner.n_warmup_steps=4 ...] [--confirm 2,2] [--real | --foresight]
 
 Each pair runs config/demo.yaml twice with the same sampler seed (and the same draw of
 recorded training seeds): as it is (the pruned study), and with no pruner and no early
@@ -26,13 +26,16 @@ study's median final pick, Spearman's rank correlation of each epoch's objective
 final values, and, with ``--confirm TOP_K,SEEDS``, what confirming the pruned study's
 champions over seeds changes. It draws the anytime curves and the rung correlations as
 PNGs (``--out``). The last line is the verdict.
+
+With ``--foresight`` the pruned study prunes as no real pruner can, knowing how each
+replayed run ends (:class:`ForesightPruner`), and has no early-stopping criteria: how far
+an ideal pruner would get on the table, with the same sampler and the same picks.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import gzip
 import json
 import logging
 import math
@@ -54,12 +57,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optuna
 import yaml
+from optuna.trial import TrialState
 from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from train.replay import SEED_BLOCK, nearest_config  # noqa: E402
+from train.replay import SEED_BLOCK, load_table, nearest_config, recorded_seed  # noqa: E402
 from tuner_core.config import Config, load_config  # noqa: E402
 from tuner_core.storage import BUDGET_ATTR, CONFIRMS_ATTR, confirmed_best  # noqa: E402
 from tuner_core.study import create_study, run_worker  # noqa: E402
@@ -116,6 +120,30 @@ def final_value(curve: list[float]) -> float:
     return min(finite) if finite else math.inf
 
 
+class ForesightPruner(optuna.pruners.BasePruner):
+    """An ideal that no real pruner reaches: it knows how each replayed run ends, and stops
+    at its first epoch every trial that will not become the study's pick (its run does not
+    align, or ends no better than the best pick so far). It is not a strict bound: a real
+    pruner may, by luck, stop a trial whose lucky draw would have made a worse pick."""
+
+    def __init__(self, table: dict[str, Any], truth: Truth, seed: int):
+        self.table, self.truth, self.seed = table, truth, seed
+        self.alignments = {(run["index"], run["seed"]): run["validations"][-1]["alignment_score"]
+                           or 0.0 for run in table["runs"]}
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if trial.last_step is None:
+            return False
+        config = nearest_config(self.table, trial.params)
+        run = (config, recorded_seed(self.table, config, self.seed))
+        if self.alignments[run] < self.truth.min_alignment:
+            return True
+        picks = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                 if (t.user_attrs.get("last_metrics") or {}).get("alignment_score", 0.0)
+                 >= self.truth.min_alignment]
+        return bool(picks) and final_value(self.truth.curves[run]) >= min(picks)
+
+
 # --- One study ---------------------------------------------------------------------------
 
 class ComputeBudget(TrialListener):
@@ -160,13 +188,16 @@ def write_config(settings: dict[str, Any], overrides: list[str]) -> Config:
     return load_config(path, overrides=overrides)
 
 
-def run_study(settings: dict[str, Any], budget_epochs: int, overrides: list[str] = ()
-              ) -> list[dict[str, Any]]:
-    """Run a study to its compute budget; its trials in the order they ended."""
+def run_study(settings: dict[str, Any], budget_epochs: int, overrides: list[str] = (),
+              pruner: optuna.pruners.BasePruner | None = None) -> list[dict[str, Any]]:
+    """Run a study to its compute budget (with ``pruner`` instead of its config's, if
+    given); its trials in the order they ended."""
     config = write_config(settings, list(overrides))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("tuner_core").setLevel(logging.ERROR)  # no per-trial anomaly warnings
     study = create_study(config, "replay", 10**6)
+    if pruner is not None:
+        study.pruner = pruner
     run_worker(config, study, ComputeBudget(budget_epochs), poll_s=0.05)
     every = study.get_trials(deepcopy=False)
     # The champion the tuner itself names once its confirmations end (None without them).
@@ -181,15 +212,21 @@ def run_study(settings: dict[str, Any], budget_epochs: int, overrides: list[str]
 
 
 def run_one(job: tuple[int, bool, dict[str, Any], Path | None, list[str], int,
-                       tuple[int, int] | None]) -> tuple[list[dict[str, Any]], float]:
+                       tuple[int, int] | None, bool]) -> tuple[list[dict[str, Any]], float]:
     """One study of a pair (pruned or not); its trials and its wall seconds."""
-    pair, pruned, demo, table, overrides, budget, confirm = job
+    pair, pruned, demo, table, overrides, budget, confirm, foresight = job
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
         settings = study_settings(demo, table, Path(tmp), pair, pruned, confirm)
         if table is None:  # real trainings share the recordings' mel cache
             (Path(tmp) / "mel_cache").symlink_to(MEL_CACHE, target_is_directory=True)
-        trials = run_study(settings, budget, overrides if pruned else [])
+        pruner = None
+        if foresight and pruned:  # the bound replaces the pruner and the criteria
+            settings["early_stopping"] = {}
+            recorded = load_table(table)
+            pruner = ForesightPruner(recorded, Truth.of(recorded, demo),
+                                     settings["trainer"]["hparams"]["seed"])
+        trials = run_study(settings, budget, overrides if pruned else [], pruner)
     return trials, time.perf_counter() - started
 
 
@@ -346,14 +383,16 @@ def main() -> None:
                         metavar="KEY.PATH=VALUE", help="a change to the pruned study's config")
     parser.add_argument("--confirm", help="TOP_K,SEEDS: confirm the pruned study's champions")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "curves")
+    parser.add_argument("--foresight", action="store_true",
+                        help="the pruned study prunes with foresight of each replayed run's end "
+                             "(ForesightPruner): a bound on what any pruner could save")
     parser.add_argument("--real", action="store_true",
                         help="train for real (python -m train) instead of replaying; the "
                              "picks are still scored by the table's true values")
     args = parser.parse_args()
 
     demo = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    with gzip.open(args.table, "rt") as file:
-        table = json.load(file)
+    table = load_table(args.table)
     truth = Truth.of(table, demo)
     epochs = demo["trainer"]["hparams"]["epochs"]
     budget = args.budget_trials * epochs
@@ -361,16 +400,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pruned_config = write_config(study_settings(demo, args.table, Path(tmp), 0, True, None),
                                      args.overrides)
+    pruned_study = ("ForesightPruner, no criteria" if args.foresight
+                    else pruned_config.optimization.pruner.model_dump_json())
     print(f"table {args.table.name}: {len(table['configs'])} configurations x "
           f"{len(table['settings']['seeds'])} seeds, code {table['code_version']}; best true "
           f"value {truth.best:.4f}; budget {budget} epochs; pruned study: "
-          f"{pruned_config.optimization.pruner.model_dump_json()}"
+          f"{pruned_study}"
           f"{' ' + ' '.join(args.overrides) if args.overrides else ''}; load average "
           f"{os.getloadavg()[0]:.2f}", flush=True)
 
     started, cpu = time.perf_counter(), os.times()
     replayed = None if args.real else args.table
-    jobs = [(pair, pruned, demo, replayed, args.overrides, budget, confirm)
+    if args.foresight and args.real:
+        parser.error("--foresight knows replayed runs only; it cannot go with --real")
+    jobs = [(pair, pruned, demo, replayed, args.overrides, budget, confirm, args.foresight)
             for pair in range(args.pairs) for pruned in (True, False)]
     with concurrent.futures.ProcessPoolExecutor(
             args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
