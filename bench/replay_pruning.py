@@ -131,17 +131,22 @@ class ForesightPruner(optuna.pruners.BasePruner):
         self.alignments = {(run["index"], run["seed"]): run["validations"][-1]["alignment_score"]
                            or 0.0 for run in table["runs"]}
 
+    def ending(self, params: dict[str, Any]) -> tuple[float, bool]:
+        """How the run that a trial with ``params`` replays ends: its value, and whether
+        it aligns."""
+        config = nearest_config(self.table, params)
+        run = (config, recorded_seed(self.table, config, self.seed))
+        return (final_value(self.truth.curves[run]),
+                self.alignments[run] >= self.truth.min_alignment)
+
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         if trial.last_step is None:
             return False
-        config = nearest_config(self.table, trial.params)
-        run = (config, recorded_seed(self.table, config, self.seed))
-        if self.alignments[run] < self.truth.min_alignment:
-            return True
+        value, aligns = self.ending(trial.params)
         picks = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                  if (t.user_attrs.get("last_metrics") or {}).get("alignment_score", 0.0)
                  >= self.truth.min_alignment]
-        return bool(picks) and final_value(self.truth.curves[run]) >= min(picks)
+        return not aligns or (bool(picks) and value >= min(picks))
 
 
 # --- One study ---------------------------------------------------------------------------
@@ -211,6 +216,14 @@ def run_study(settings: dict[str, Any], budget_epochs: int, overrides: list[str]
             for t in trials]
 
 
+def with_foresight(settings: dict[str, Any], table: dict[str, Any], demo: dict[str, Any]
+                   ) -> ForesightPruner:
+    """The ideal pruner of a pair's pruned study (``settings``), whose early-stopping
+    criteria it replaces."""
+    settings["early_stopping"] = {}
+    return ForesightPruner(table, Truth.of(table, demo), settings["trainer"]["hparams"]["seed"])
+
+
 def run_one(job: tuple[int, bool, dict[str, Any], Path | None, list[str], int,
                        tuple[int, int] | None, bool]) -> tuple[list[dict[str, Any]], float]:
     """One study of a pair (pruned or not); its trials and its wall seconds."""
@@ -220,12 +233,7 @@ def run_one(job: tuple[int, bool, dict[str, Any], Path | None, list[str], int,
         settings = study_settings(demo, table, Path(tmp), pair, pruned, confirm)
         if table is None:  # real trainings share the recordings' mel cache
             (Path(tmp) / "mel_cache").symlink_to(MEL_CACHE, target_is_directory=True)
-        pruner = None
-        if foresight and pruned:  # the bound replaces the pruner and the criteria
-            settings["early_stopping"] = {}
-            recorded = load_table(table)
-            pruner = ForesightPruner(recorded, Truth.of(recorded, demo),
-                                     settings["trainer"]["hparams"]["seed"])
+        pruner = with_foresight(settings, load_table(table), demo) if foresight and pruned else None
         trials = run_study(settings, budget, overrides if pruned else [], pruner)
     return trials, time.perf_counter() - started
 
@@ -286,7 +294,7 @@ def rung_correlations(truth: Truth) -> dict[int, tuple[float, float]]:
 
 
 def draw_anytime(curves: dict[str, list[tuple[list[int], list[float]]]], truth: Truth,
-                 budget: int, path: Path) -> None:
+                 budget: int, path: Path, shown: dict[str, str]) -> None:
     grid = np.arange(0, budget + 1)
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     for (label, runs), color in zip(curves.items(), ("crimson", "steelblue"), strict=True):
@@ -302,8 +310,8 @@ def draw_anytime(curves: dict[str, list[tuple[list[int], list[float]]]], truth: 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # epochs where none has a pick
             q1, q2, q3 = np.nanpercentile(regrets, [25, 50, 75], axis=0)
-        ax.plot(grid, q2, color=color, label=f"{label}: median")
-        ax.fill_between(grid, q1, q3, color=color, alpha=0.2, label=f"{label}: IQR")
+        ax.plot(grid, q2, color=color, label=f"{shown[label]}: median")
+        ax.fill_between(grid, q1, q3, color=color, alpha=0.2, label=f"{shown[label]}: IQR")
     ax.set_xlabel("epochs spent")
     ax.set_ylabel("regret of the pick (true value − best true value)")
     ax.set_title(f"Anytime regret over {len(next(iter(curves.values())))} paired replays")
@@ -432,6 +440,7 @@ def main() -> None:
                   f"unpruned {anytime(unpruned, truth, budget)[1][-1]:.4f} "
                   f"({len(unpruned)} trials); {seconds:.0f} s of studies")
 
+    shown = {"pruned": "foresight" if args.foresight else "pruned", "unpruned": "unpruned"}
     curves = {"pruned": [anytime(r[0], truth, budget) for r in results],
               "unpruned": [anytime(r[1], truth, budget) for r in results]}
     final = {label: [ys[-1] for _, ys in runs] for label, runs in curves.items()}
@@ -439,8 +448,8 @@ def main() -> None:
         q1, q2, q3 = quartiles([v - truth.best for v in values])
         trials = [len([t for t in r[0 if label == "pruned" else 1] if t["confirms"] is None])
                   for r in results]
-        print(f"{label:9s} regret: median {q2:.4f}, IQR {q1:.4f}-{q3:.4f}; trials per study: "
-              f"median {statistics.median(trials):.0f}")
+        print(f"{shown[label]:9s} regret: median {q2:.4f}, IQR {q1:.4f}-{q3:.4f}; trials per "
+              f"study: median {statistics.median(trials):.0f}")
     at_least = sum(p <= u for p, u in zip(final["pruned"], final["unpruned"], strict=True))
     share = round(100 * at_least / len(results))
     target = statistics.median(final["unpruned"])
@@ -449,14 +458,14 @@ def main() -> None:
     medians = {label: statistics.median(values) for label, values in reach.items()}
     for label, values in reach.items():
         reached = sum(math.isfinite(v) for v in values)
-        print(f"{label:9s} epochs to reach the unpruned median final true value "
+        print(f"{shown[label]:9s} epochs to reach the unpruned median final true value "
               f"({target:.4f}): median {medians[label]}, reached in {reached} of {len(values)}")
     # A pruned study that never reaches the target has no speed-up (0.0x), whatever the other.
     speedup = (medians["unpruned"] / medians["pruned"] if math.isfinite(medians["pruned"])
                else 0.0)
 
     correlations = rung_correlations(truth)
-    rungs = pruner_rungs(pruned_config, epochs)
+    rungs = [] if args.foresight else pruner_rungs(pruned_config, epochs)
     print("Spearman of the objective at epoch e with the final value / the true value:")
     print("  " + ", ".join(f"e{epoch}{'*' if epoch in rungs else ''} {c[0]:.2f}/{c[1]:.2f}"
                            for epoch, c in correlations.items()))
@@ -464,7 +473,7 @@ def main() -> None:
         report_confirmation(results, truth, budget, confirm)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    draw_anytime(curves, truth, budget, args.out / "anytime.png")
+    draw_anytime(curves, truth, budget, args.out / "anytime.png", shown)
     draw_correlations(correlations, rungs, args.out / "rung_correlation.png")
     print(f"figures: {args.out / 'anytime.png'}, {args.out / 'rung_correlation.png'}")
     print(f"verdict: pruned at least as good in {share}% of {len(results)} pairs; "
