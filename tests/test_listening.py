@@ -16,6 +16,7 @@ import yaml
 from bot.messages import best_text
 from bot.service import BotError, TunerService
 from tests.conftest import TEST_HPARAMS
+from tests.test_tracking import drawn_epochs
 from tests.test_tuner import write_config
 from train.corpus import HARD_SENTENCES, HELD_OUT
 from train.evaluate import main as evaluate
@@ -170,6 +171,20 @@ def test_each_completed_trial_is_judged_beside_the_next_and_shown_everywhere(
     best = asyncio.run(TunerService(tuner).best())
     assert f"👂 As a listener hears it: gate stopped {listening['stopped']}/{JUDGED}" in (
         best_text(best, None))
+
+
+def test_a_listened_study_draws_each_trial_once_at_its_end(corpus, mel_cache, tmp_path):
+    # A trial's MCD is measured once it has ended: while it trains, its validation loss
+    # cannot say whether it beats the study's best MCD.
+    path = write_config(tmp_path, corpus, mel_cache, evaluation=LISTENED,
+                        trainer={"hparams": {**TEST_HPARAMS, "epochs": 3, "artifacts": "end"}},
+                        optimization={"objective_metric": "mcd"})
+    config = load_config(path)
+    study = create_study(config, "listened", 2)
+    study.enqueue_trial({"learning_rate": 1e-4})
+    study.enqueue_trial({"learning_rate": 5e-3})  # its validation loss soon beats the first's
+    run_worker(config, study, poll_s=0.2)
+    assert [drawn_epochs(trial) for trial in study.trials] == [{3}, {3}]
 
 
 def test_a_listened_objective_is_the_trials_value_and_a_failing_best_is_not_registered(

@@ -275,6 +275,12 @@ def test_a_stopped_trials_plots_are_drawn_afterwards_and_logged(tmp_path, corpus
     assert "stopped: signal SIGTERM" in trainer_log
 
 
+def drawn_epochs(trial: optuna.trial.FrozenTrial) -> set[int]:
+    """The epochs of which a trial's alignment was drawn."""
+    folder = Path(trial.user_attrs["run_dir"]) / "artifacts"
+    return {int(p.stem.removeprefix("alignment_e")) for p in folder.glob("alignment_e*.png")}
+
+
 def test_a_trial_that_beats_the_study_best_has_its_plots_drawn_while_it_trains(
         tmp_path, corpus, mel_cache):
     path = write_config(
@@ -287,10 +293,6 @@ def test_a_trial_that_beats_the_study_best_has_its_plots_drawn_while_it_trains(
     run_worker(config, study, poll_s=0.2)
     first, second = study.trials
     assert second.value < first.value
-
-    def drawn_epochs(trial) -> set[int]:
-        folder = Path(trial.user_attrs["run_dir"]) / "artifacts"
-        return {int(p.stem.removeprefix("alignment_e")) for p in folder.glob("alignment_e*.png")}
 
     # The first trial had nothing to beat: drawn once, by its trainer, at its end.
     assert drawn_epochs(first) == {5}

@@ -110,7 +110,8 @@ class TrainerConfig(Section):
     # rather than each as its own python -m train: seconds less per trial and restart.
     preload: bool = True
     # With artifacts=end, also draw a trial's plots and sample (in the background, from its
-    # best checkpoint) each time it beats the study's best completed trial.
+    # best checkpoint) each time it beats the study's best completed trial; never with a
+    # listened objective, which a trial's validations cannot compare with.
     render_new_best: bool = True
     # Every trial starts from this checkpoint's model weights (python -m train --warm-start),
     # this project's or NVIDIA's; ignore_layers keep their fresh initialisation.

@@ -273,9 +273,11 @@ class TrialRunner:
     def _draws_new_best(self, trial: optuna.Trial, run: _Run, hparams: dict[str, Any]) -> bool:
         """Whether the trial's new best checkpoint beats every completed trial, and so is
         drawn now (a trainer with ``artifacts=end`` draws only when it ends); not while an
-        earlier draw of the trial still runs."""
+        earlier draw of the trial still runs, nor in a study whose values are listened to
+        (measured once a trial has ended: its validations cannot say)."""
         # With nothing to beat yet, the trial draws itself when it ends.
         return (self.config.trainer.render_new_best and hparams["artifacts"] == "end"
+                and not self.config.optimization.listened
                 and run.best_objective is not None and not self.renders.busy(trial.number)
                 and is_new_best(trial.study, run.best_objective, first=False))
 
