@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from train.arguments import add_vocoder_argument, described, positive_int, program_name
-from train.synthesize import model_from_state, registered_checkpoint
+from train.synthesize import model_from_state, registered_checkpoint, sentence_table
 from train.tacotron2.artifacts import synthesize
 from train.tacotron2.audio import MelSpectrogram, NonFiniteAudio, load_wav
 from train.tacotron2.checkpoint import CheckpointError, load_checkpoint
@@ -63,7 +63,7 @@ from train.tacotron2.model import Tacotron2
 from train.tacotron2.robustness import Robustness, utterance_robustness
 from train.tacotron2.vocoder import Vocoder, VocoderError, load_vocoder
 
-TABLES = {"heldout.csv": "heldout", "hard.csv": "hard"}  # the tables judged, and their folders
+JUDGED_TABLES = ("heldout.csv", "hard.csv")  # train.corpus's sentences a model is judged on
 
 
 class Sentence(NamedTuple):
@@ -84,14 +84,11 @@ class Judgement(NamedTuple):
 def corpus_sentences(corpus: Path) -> list[Sentence]:
     """The held-out and (where the corpus has them) hard sentences of ``corpus``."""
     sentences = []
-    for table, folder in TABLES.items():
+    for table in JUDGED_TABLES:
         if not (corpus / table).is_file():
-            logging.warning("%s: no hard sentences (made again by train.corpus)", corpus / table)
+            logging.warning("%s: not found (made again by train.corpus)", corpus / table)
             continue
-        for line in (corpus / table).read_text(encoding="utf-8").splitlines():
-            if line:
-                clip_id, text, _ = line.split("|")
-                sentences.append(Sentence(clip_id, text, corpus / folder / f"{clip_id}.wav"))
+        sentences += [Sentence(*row) for row in sentence_table(corpus, table)]
     return sentences
 
 

@@ -72,13 +72,21 @@ def registered_checkpoint(uri: str, tracking_uri: str | None) -> Path:
     return Path(folder) / "best.pt"
 
 
+def sentence_table(corpus: Path, table: str) -> list[tuple[str, str, Path]]:
+    """(clip id, text, reference WAV) of each line of ``corpus/table``: one of the sentence
+    tables that train.corpus writes, its WAVs in the folder of the table's name
+    (heldout.csv and heldout/, hard.csv and hard/)."""
+    lines = (corpus / table).read_text(encoding="utf-8").splitlines()
+    rows = [line.split("|") for line in lines if line]
+    return [(row[0], row[1], corpus / Path(table).stem / f"{row[0]}.wav") for row in rows]
+
+
 def held_out_sentences(corpus: Path) -> list[tuple[str, Path]]:
-    """(text, reference WAV) of each line of ``corpus/heldout.csv`` (see train.corpus)."""
-    table = corpus / "heldout.csv"
-    if not table.is_file():
-        raise CheckpointError(f"{table}: no held-out sentences (train.corpus writes them)")
-    rows = [line.split("|") for line in table.read_text(encoding="utf-8").splitlines() if line]
-    return [(row[1], corpus / "heldout" / f"{row[0]}.wav") for row in rows]
+    """(text, reference WAV) of each held-out sentence of ``corpus`` (see train.corpus)."""
+    if not (corpus / "heldout.csv").is_file():
+        raise CheckpointError(f"{corpus / 'heldout.csv'}: no held-out sentences "
+                              "(train.corpus writes them)")
+    return [(text, reference) for _, text, reference in sentence_table(corpus, "heldout.csv")]
 
 
 def describe(speech: Speech, hp: HParams, reference: Path | None) -> str:
