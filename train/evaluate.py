@@ -102,17 +102,6 @@ def validation_sentences(corpus: Path, hp: HParams, n: int) -> list[Sentence]:
     return [Sentence(u.audio_path.stem, u.text, u.audio_path) for u in validation[:n]]
 
 
-class MelTap:
-    """A vocoder that keeps the last mel it spoke: the model's free-running mel, for MCD."""
-
-    def __init__(self, vocoder: Vocoder) -> None:
-        self.vocoder, self.name, self.mel = vocoder, vocoder.name, None
-
-    def __call__(self, log_mel: np.ndarray | torch.Tensor) -> np.ndarray:
-        self.mel = log_mel
-        return self.vocoder(log_mel)
-
-
 class Costs:
     """CPU seconds spent on each measurement."""
 
@@ -142,10 +131,9 @@ def judge(sentence: Sentence, hp: HParams, vocoder: Vocoder, model: Tacotron2 | 
         mel, stopped, robustness = features(torch.from_numpy(wav)), None, None
         frames = mel.shape[-1]
     else:
-        tap = MelTap(vocoder)
         with costs("synthesis"):
-            speech = synthesize(model, hp, sentence.text, tap)
-        wav, mel, stopped, frames = speech.wav, tap.mel, speech.stopped, speech.frames
+            speech = synthesize(model, hp, sentence.text, vocoder)
+        wav, mel, stopped, frames = speech.wav, speech.mel, speech.stopped, speech.frames
         with costs("robustness"):
             robustness = utterance_robustness(speech.alignment, sentence.text, hp.symbol_set)
     heard = heard_in_recording = None

@@ -34,6 +34,7 @@ class Speech(NamedTuple):
     alignment: np.ndarray  # attention (decoder steps, text tokens)
     stopped: bool  # True when the gate ended it, False when the cap cut it off
     frames: int  # mel frames spoken
+    mel: torch.Tensor  # the log mel spoken (n_mel_channels, frames), the vocoder's input
 
 
 @torch.no_grad()
@@ -50,9 +51,10 @@ def synthesize(model: Tacotron2, hp: HParams, text: str, vocoder: Vocoder | None
         _, mel_postnet, gate, alignments = model.infer(ids, max_steps=cap)
     stopped, frames = (int(x[0]) for x in gate_stops(gate, hp.n_frames_per_step,
                                                       hp.gate_threshold))
-    wav = vocoder(mel_postnet[0, :, :frames].float())
+    mel = mel_postnet[0, :, :frames].float()
     steps = frames // hp.n_frames_per_step
-    return Speech(wav, alignments[0, :steps].float().cpu().numpy(), bool(stopped), frames)
+    return Speech(vocoder(mel), alignments[0, :steps].float().cpu().numpy(), bool(stopped),
+                  frames, mel)
 
 
 def write_audio_sample(model: Tacotron2, hp: HParams, path: Path, text: str | None = None) -> Path:
