@@ -29,7 +29,6 @@ import argparse
 import gzip
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -46,11 +45,10 @@ TABLE = ROOT / "bench" / "curves" / "demo.json.gz"
 CORPUS = ROOT / ".state" / "demo_corpus"
 CORPUS_SIZE = 100  # as the Makefile's demo corpus
 STEPS_PER_EPOCH = 12  # 90 training utterances in batches of 8
-SUMMARY = re.compile(
-    r"(?P<n>\d+) sentences, gate stopped (?P<stopped>\d+)/\d+, length (?P<length>[\d.]+), "
-    r"CER (?P<cer>[\d.]+) \(recordings (?P<reference_cer>[\d.]+), ratio (?P<ratio>[\d.]+|inf)\), "
-    r"MCD (?P<mcd>[\d.]+) dB, skipped words in (?P<skips>\d+)/\d+ \(\d+/\d+ hard\), "
-    r"repeated words in (?P<repeats>\d+)/\d+")
+# train.evaluate's summary measures (--json), by the names this curve gives them.
+MEASURES = {"n": "sentences", "stopped": "stopped", "stop_rate": "stop_rate",
+            "length": "length_ratio", "cer": "cer", "reference_cer": "cer_reference",
+            "ratio": "cer_ratio", "mcd": "mcd", "skips": "skipped", "repeats": "repeated"}
 
 
 def champion() -> tuple[int, dict[str, Any]]:
@@ -150,23 +148,19 @@ def seen_corpus(hparams: dict[str, Any], out: Path, n: int = 9) -> Path:
 
 
 def evaluate(snapshot: dict[str, Any], corpus: Path = CORPUS,
-             suffix: str = ".evaluate.txt") -> dict[str, Any]:
+             suffix: str = ".evaluate.json") -> dict[str, Any]:
     """``train.evaluate``'s summary of a copied checkpoint on ``corpus`` (cached beside it)."""
     verdict = Path(snapshot["path"]).with_suffix(suffix)
     if not verdict.is_file():
         done = subprocess.run(
             ["nice", "-n", "5", sys.executable, "-m", "train.evaluate", "--checkpoint",
-             snapshot["path"], "--held-out", str(corpus)],
+             snapshot["path"], "--held-out", str(corpus), "--json", str(verdict)],
             cwd=ROOT, env=one_thread(), capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"{snapshot['path']}: train.evaluate exited with "
                                f"{done.returncode}: {done.stderr[-1500:]}")
-        verdict.write_text(done.stdout)
-    match = SUMMARY.search(verdict.read_text())
-    if match is None:
-        raise RuntimeError(f"{verdict}: no summary line")
-    found = {key: float(value) for key, value in match.groupdict().items()}
-    return {**snapshot, **found, "stop_rate": found["stopped"] / found["n"]}
+    measures = json.loads(verdict.read_text())
+    return {**snapshot, **{key: measures[name] for key, name in MEASURES.items()}}
 
 
 def judge_as_they_come(snapshots: list[dict[str, Any]], lock: threading.Lock,
@@ -183,7 +177,7 @@ def judge_as_they_come(snapshots: list[dict[str, Any]], lock: threading.Lock,
             training.join(timeout=5)
             continue
         point = evaluate(todo[0])
-        trained_on = evaluate(todo[0], seen, ".seen.txt")
+        trained_on = evaluate(todo[0], seen, ".seen.json")
         point.update({f"seen_{key}": trained_on[key] for key in ("cer", "ratio", "mcd")})
         points.append(point)
         print(f"judged {Path(point['path']).name}: CER {point['cer']:.2f}, ratio "
