@@ -13,10 +13,7 @@ A drill's verdict on the chat compares the messages it got with the study's whol
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from http import HTTPStatus
@@ -25,8 +22,9 @@ from pathlib import Path
 from bot import messages
 from tests.conftest import TEST_HPARAMS
 from tests.deadlines import scaled
+from tests.e2e.bot_process import start_bot, stop
 from tests.e2e.fake_telegram import FakeTelegram, parse_html
-from tests.test_tuner import ROOT, write_config
+from tests.test_tuner import write_config
 from tuner_core import SmartTuner
 from tuner_core.reporting.events import Kind, collect, study_started_id
 from tuner_core.storage import open_storage
@@ -52,8 +50,7 @@ class BotUnderDrill:
     """The fake Bot API, where Alice is a user, and run_bot.py against it; leaving the
     ``with`` block stops the bot with SIGTERM and expects a clean exit.
 
-    The bot's output is appended to ``log``: a pipe nobody reads during a long drill
-    could fill up and stall the bot.
+    The bot's output is appended to ``log``.
     """
 
     def __init__(self, tuner: SmartTuner, log: Path):
@@ -70,13 +67,7 @@ class BotUnderDrill:
         return self
 
     def start(self) -> None:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
-        with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "run_bot.py", "--config", str(self.tuner.config_path),
-                 "--api-server", self.fake.url],
-                cwd=ROOT, env=environ | {"TELEGRAM_BOT_TOKEN": self.fake.token},
-                stdout=out, stderr=subprocess.STDOUT)
+        self.process = start_bot(self.fake, self.tuner.config_path, self.log)
 
     def kill(self) -> None:
         self.process.kill()
@@ -84,9 +75,7 @@ class BotUnderDrill:
 
     def __exit__(self, *exc_info: object) -> None:
         try:
-            if self.process.poll() is None:  # a failed drill may have left it dead
-                self.process.send_signal(signal.SIGTERM)
-                assert self.process.wait(timeout=scaled(30)) == 0, self.log.read_text()[-3000:]
+            stop(self.process, self.log)  # a failed drill may have left it dead
         finally:
             self.fake.__exit__(*exc_info)
 

@@ -15,8 +15,8 @@ import yaml
 from optuna.trial import TrialState
 
 from tests.deadlines import scaled
+from tests.e2e.bot_process import start_bot, stop
 from tests.e2e.fake_telegram import FakeTelegram, SentMessage
-from tests.e2e.test_instances import start_bot, stop
 from tests.test_fleet import fleet_config, worker
 
 ALICE = 1001

@@ -8,35 +8,16 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from tests.bot_support import ALICE, write_config
 from tests.deadlines import scaled
+from tests.e2e.bot_process import start_bot, stop
 from tests.e2e.fake_telegram import FakeTelegram
 
-ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90  # a cold start imports optuna and aiogram on a busy machine
-
-
-def start_bot(fake: FakeTelegram, config: Path, log: Path) -> subprocess.Popen[bytes]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "run_bot.py", "--config", str(config), "--api-server", fake.url],
-            cwd=ROOT, env=environ | {"TELEGRAM_BOT_TOKEN": fake.token},
-            stdout=out, stderr=subprocess.STDOUT)
-
-
-def stop(bot: subprocess.Popen[bytes], log: Path) -> None:
-    if bot.poll() is None:
-        bot.send_signal(signal.SIGTERM)
-        assert bot.wait(timeout=scaled(60)) == 0, log.read_text()[-3000:]
 
 
 def status_replies(fake: FakeTelegram) -> int:

@@ -6,15 +6,11 @@ burst of 429s), ``/status`` and ``/best`` answer, Promote moves the MLflow alias
 and a second study is stopped with ``/stop``. A stranger gets nothing.
 """
 
-import os
-import signal
-import subprocess
-import sys
 
 from tests.conftest import TEST_HPARAMS
-from tests.deadlines import scaled
+from tests.e2e.bot_process import start_bot, stop
 from tests.e2e.fake_telegram import FakeTelegram
-from tests.test_tuner import ROOT, write_config
+from tests.test_tuner import write_config
 from tuner_core import SmartTuner
 
 ALICE = 1001
@@ -33,11 +29,8 @@ def test_a_researcher_tunes_from_the_chat(corpus, mel_cache, tmp_path):
     with FakeTelegram() as fake:
         fake.add_user(ALICE)
         fake.add_user(STRANGER)
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
-        bot = subprocess.Popen(
-            [sys.executable, "run_bot.py", "--config", str(config), "--api-server", fake.url],
-            cwd=ROOT, env=environ | {"TELEGRAM_BOT_TOKEN": fake.token},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        log = tmp_path / "bot.log"
+        bot = start_bot(fake, config, log)
         try:
             fake.wait_for(lambda: fake.calls_to("setMyCommands"), timeout=60)
 
@@ -81,9 +74,8 @@ def test_a_researcher_tunes_from_the_chat(corpus, mel_cache, tmp_path):
             fake.wait_for(lambda: fake.find_message(ALICE, "finished: stopped on request"),
                           timeout=120)
         finally:
-            bot.send_signal(signal.SIGTERM)
-            output = bot.communicate(timeout=scaled(30))[0].decode()
-    assert bot.returncode == 0, output[-3000:]
+            stop(bot, log)
+    output = log.read_text()
 
     refusals = fake.messages_to(STRANGER)
     assert len(refusals) <= 1 and first not in "".join(m.text_or_caption for m in refusals)
