@@ -332,7 +332,7 @@ def draw_correlations(correlations: dict[int, tuple[float, float]], rungs: list[
             label="with its configuration's true value")
     for rung in rungs:
         ax.axvline(rung, color="grey", linestyle=":")
-    ax.set_xlabel("epoch (dotted: the pruner's rungs)")
+    ax.set_xlabel("epoch (dotted: the pruner's rungs)" if rungs else "epoch")
     ax.set_ylabel("Spearman's rank correlation")
     ax.set_ylim(-0.2, 1.0)
     ax.set_title("How well an epoch's objective ranks the final values")
