@@ -4,15 +4,18 @@ import hashlib
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from tests.conftest import TEST_HPARAMS, TrackedStudy
 from tests.deadlines import scaled
+from tests.test_replay import replay_config
 from tests.test_tuner import ROOT, write_config
 from tuner_core.config import load_config
 from tuner_core.reporting.next_steps import closing_note
@@ -301,3 +304,59 @@ def test_a_trial_that_beats_the_study_best_has_its_plots_drawn_while_it_trains(
     logged = {file.path for file in mlflow_client(config).list_artifacts(
         second.user_attrs["mlflow_run_id"], "alignment")}
     assert f"alignment/alignment_e{min(drawn_epochs(second)):04d}.png" in logged
+
+
+def test_the_devices_of_a_worker_track_one_study_run_and_every_trial(tmp_path, corpus, caplog):
+    # Each device's tracker finds or makes the study's run at its first trial: two at once
+    # made two, and the second's dataset clashed with the first's, which left its trial
+    # with no run (and so no model version).
+    path = replay_config(tmp_path / "study", early_stopping={}, pruner={"type": "none"})
+    settings = yaml.safe_load(path.read_text())
+    settings.update(dataset_path=str(corpus), mlflow={"enabled": True})
+    settings["trainer"]["devices"] = "cpu:2"
+    path.write_text(yaml.safe_dump(settings))
+    config = load_config(path)
+    study = create_study(config, "together", 4)
+    with caplog.at_level(logging.WARNING):
+        run_worker(config, study, poll_s=0.05)
+    assert "MLflow tracking failed" not in caplog.text
+    client = mlflow_client(config)
+    runs = client.search_runs([ensure_experiment(client, config)],
+                              "tags.`smart_tuner.study` = 'together'")
+    parents = [run.info.run_id for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert parents == [study.user_attrs["mlflow_parent_run_id"]]
+    assert sorted(run.data.tags["mlflow.parentRunId"] for run in runs
+                  if run.info.run_id not in parents) == parents * 4
+    assert all("mlflow_run_id" in trial.user_attrs for trial in study.trials)
+
+
+def test_workers_whose_first_trials_start_together_share_one_study_run(
+        tmp_path, corpus, mel_cache):
+    path = write_config(tmp_path, corpus, mel_cache, mlflow={"enabled": True})
+    create_study(load_config(path), "shared", 3)
+    # Each process takes a trial, then starts tracking it at the same instant, as workers
+    # on several machines do at a study's start: each finds no study run and makes one.
+    script = ("import sys, time; from pathlib import Path; "
+              "from tuner_core.config import load_config; "
+              "from tuner_core.study import load_study; "
+              "from tuner_core.tracking.runs import MlflowTracker; "
+              "config = load_config(sys.argv[1]); trial = load_study(config, 'shared').ask(); "
+              "tracker = MlflowTracker(config); tracker.experiment_id; "
+              "wait = float(sys.argv[2]) - time.time(); print('late' if wait < 0 else ''); "
+              "time.sleep(max(0.0, wait)); "
+              "tracker.trial_started(trial, {}, Path(sys.argv[1]).parent)")
+    at = time.time() + scaled(20)
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(path), str(at)], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(3)]
+    outputs = [process.communicate(timeout=scaled(120))[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], outputs
+    assert not any("late" in output for output in outputs), "they did not start together"
+    config = load_config(path)
+    client = mlflow_client(config)
+    runs = client.search_runs([ensure_experiment(client, config)],
+                              "tags.`smart_tuner.study` = 'shared'")
+    parents = [run.info.run_id for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert len(parents) == 1, outputs
+    assert [run.data.tags["mlflow.parentRunId"] for run in runs
+            if run.info.run_id not in parents] == parents * 3

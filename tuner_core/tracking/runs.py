@@ -43,6 +43,7 @@ import functools
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -87,6 +88,9 @@ from tuner_core.trial.evaluation import LISTENING_FILE, read_listening
 from tuner_core.trial.listener import TrialListener
 
 log = logging.getLogger(__name__)
+
+# Held while a tracker finds or makes a study's parent run: one per study, not one per device.
+_PARENT_RUN_LOCK = threading.Lock()
 
 # The fields of a validation event logged as metrics, plus the objective computed from them.
 TRACKED_METRICS = ("train_loss", "val_loss", "val_mel_loss", "val_gate_loss", "grad_norm", "lr",
@@ -369,11 +373,12 @@ class MlflowTracker(TrialListener):
         """The study's parent run, found (several workers share a study) or created."""
         name = study.study_name
         if name not in self._parent_run_ids:
-            run_id = self._find_parent_run(study)
-            if run_id is None:
-                run_id = self._create_parent_run(study)
-            elif self.client.get_run(run_id).info.status != "RUNNING":
-                self.client.update_run(run_id, status="RUNNING")  # a resumed study
+            with _PARENT_RUN_LOCK:  # the trackers of a worker's devices start together
+                run_id = self._find_parent_run(study)
+                if run_id is None:
+                    run_id = self._create_parent_run(study)
+                elif self.client.get_run(run_id).info.status != "RUNNING":
+                    self.client.update_run(run_id, status="RUNNING")  # a resumed study
             study.set_user_attr(PARENT_RUN_ATTR, run_id)
             self._parent_run_ids[name] = run_id
         return self._parent_run_ids[name]
@@ -391,6 +396,11 @@ class MlflowTracker(TrialListener):
             tags=_tags({STUDY_TAG: study.study_name, ROLE_TAG: "study",
                         "smart_tuner.n_trials": study.user_attrs.get(BUDGET_ATTR),
                         **code_tags()}))
+        # Workers on other machines may have made one at the same time: all keep the oldest.
+        oldest = self._find_parent_run(study)
+        if oldest != run.info.run_id:
+            self.client.delete_run(run.info.run_id)
+            return oldest
         self._log_dataset(run.info.run_id)
         opt = self.config.optimization
         log_params(self.client, run.info.run_id, {
