@@ -90,7 +90,8 @@ def test_samplers_come_from_the_config(tmp_path, corpus, mel_cache, kind, expect
     assert isinstance(make_sampler(config.optimization), expected)
     seeded = config.optimization.model_copy(update={"seed": 3})
     sampler = make_sampler(seeded)
-    assert isinstance(sampler, TrialSeeded) and isinstance(sampler.sampler, expected)
+    trial = optuna.create_study(sampler=sampler).ask()
+    assert isinstance(sampler, TrialSeeded) and isinstance(sampler.of(trial), expected)
 
 
 @pytest.mark.parametrize(("pruner", "expected"), [
@@ -126,6 +127,26 @@ def test_two_workers_of_a_seeded_study_draw_different_parameters(tmp_path, corpu
     drawn = [workers[n % 2].ask().suggest_float("learning_rate", 1e-4, 5e-3, log=True)
              for n in range(6)]
     assert len(set(drawn)) == 6, drawn
+
+
+def test_the_devices_of_a_seeded_worker_draw_what_one_device_would(tmp_path, corpus, mel_cache):
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = load_config(write_config(tmp_path, corpus, mel_cache,
+                                      optimization={"seed": 7, "sampler": {"type": "random"}}))
+
+    def draw(study: optuna.Study) -> tuple[int, list[float]]:
+        trial = study.ask()
+        return trial.number, [trial.suggest_float(name, 1e-4, 5e-3, log=True)
+                              for name in ("learning_rate", "weight_decay")]
+
+    alone = create_study(config, "alone", 8)
+    expected = dict(draw(alone) for _ in range(8))
+    # A worker's devices are threads that share one study object, and so one sampler.
+    together = create_study(config, "together", 8)
+    with ThreadPoolExecutor(4) as pool:
+        drawn = dict(pool.map(lambda _: draw(together), range(8)))
+    assert drawn == expected
 
 
 def test_threads_opening_a_new_storage_at_once_share_one(tmp_path, corpus, mel_cache):

@@ -42,34 +42,43 @@ def _sampler(opt: OptimizationConfig, seed: int | None) -> BaseSampler:
 
 
 class TrialSeeded(BaseSampler):
-    """The configured sampler, made afresh for each trial with the seed (seed, number)."""
+    """The configured sampler, made afresh for each trial with the seed (seed, number).
+
+    A worker's devices are threads that share one study, and so this object: each trial
+    keeps its own sampler until it ends, so that no thread draws with another's.
+    """
 
     def __init__(self, opt: OptimizationConfig, seed: int):
         self._opt = opt
         self._seed = seed
-        self.sampler = _sampler(opt, seed)  # replaced at each trial's start
+        self._samplers: dict[int, BaseSampler] = {}  # by trial number, while it runs
+
+    def of(self, trial: FrozenTrial | optuna.Trial) -> BaseSampler:
+        """The sampler that draws the parameters of ``trial``, a running trial."""
+        return self._samplers[trial.number]
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         # Mixed by SeedSequence, so (seed 1, trial 0) and (seed 0, trial 1) differ.
         trial_seed = np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0]
-        self.sampler = _sampler(self._opt, int(trial_seed))
-        self.sampler.before_trial(study, trial)
+        sampler = self._samplers[trial.number] = _sampler(self._opt, int(trial_seed))
+        sampler.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial
                                     ) -> dict[str, BaseDistribution]:
-        return self.sampler.infer_relative_search_space(study, trial)
+        return self.of(trial).infer_relative_search_space(study, trial)
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return self.sampler.sample_relative(study, trial, search_space)
+        return self.of(trial).sample_relative(study, trial, search_space)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+        return self.of(trial).sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
-        self.sampler.after_trial(study, trial, state, values)
+        self._samplers.pop(trial.number).after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
-        self.sampler.reseed_rng()
+        for sampler in self._samplers.values():
+            sampler.reseed_rng()
