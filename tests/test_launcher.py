@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,3 +128,21 @@ def test_a_render_forked_by_the_launcher_that_fails_is_logged_with_its_error(
     assert drawn == [] and not list(tmp_path.glob("best.pt.rendering*"))
     assert "trial 7: drawing its plots failed (exit 1): error:" in caplog.text
     assert "best.pt.rendering" in (tmp_path / "train.log").read_text()
+
+
+def test_the_launcher_outlives_the_thread_that_started_it(corpus, mel_cache, tmp_path):
+    # A worker's devices are threads: the one whose trainer started the launcher may end
+    # (its last trial done) while another device's trainer or evaluation still runs.
+    started: list[TrainerLauncher] = []
+    device = threading.Thread(target=lambda: started.append(
+        TrainerLauncher(sys.executable, ROOT, environment(threads=1))))
+    device.start()
+    device.join()
+    (launcher,) = started
+    try:
+        process = start(launcher, train_args(corpus, mel_cache, tmp_path, epochs=1), tmp_path)
+        assert events_until(process)[-1]["status"] == "done" and process.returncode == 0
+        assert launcher.alive
+    finally:
+        launcher.close()
+    assert not launcher.alive

@@ -86,8 +86,7 @@ class TrainerLauncher:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._proc = subprocess.Popen(
             [python, "-m", "train.launcher", str(theirs.fileno())], pass_fds=[theirs.fileno()],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd=cwd, env=env,
-            preexec_fn=die_with_parent)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd=cwd, env=env)
         theirs.close()
         self._sock = ours
         self._ready = False
