@@ -14,12 +14,8 @@ the child ends writes its exit code (negative: the signal that ended it, as
 :mod:`subprocess` reports it) to the status pipe.
 
 Each trainer is still its own process: it may be sent SIGTERM to save and exit, and it
-dies with the launcher (``PR_SET_PDEATHSIG``). The launcher ends when the tuner's end of
-its socket closes, which the tuner's death (even by SIGKILL) does too. It has no
-``PR_SET_PDEATHSIG`` of its own: that fires when the *thread* that started it ends, and a
-worker's devices are threads that end one by one while the others' trainers still run.
-The launcher only imports: torch's thread pools do not survive a fork, so nothing runs
-before it.
+dies with the launcher (``PR_SET_PDEATHSIG``), which dies with the tuner. The launcher
+only imports: torch's thread pools do not survive a fork, so nothing runs before it.
 """
 
 from __future__ import annotations
@@ -166,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m train.launcher SOCKET_FD (started by the tuner)",
               file=sys.stderr)
         return 2
+    die_with_parent()
     sock = socket.socket(fileno=int(argv[0]))
     preload()
     sock.send(b'{"ready": true}')

@@ -26,6 +26,7 @@ import subprocess
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -84,10 +85,28 @@ class TrainerLauncher:
 
     def __init__(self, python: str, cwd: Path, env: dict[str, str]):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._proc = subprocess.Popen(
-            [python, "-m", "train.launcher", str(theirs.fileno())], pass_fds=[theirs.fileno()],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd=cwd, env=env)
-        theirs.close()
+        # The launcher dies with the worker (PR_SET_PDEATHSIG), but the kernel sends that
+        # signal when the *thread* that started it ends, and a worker's devices are threads
+        # that end one by one: a thread of its own starts it and lives until it is closed.
+        started: Future[subprocess.Popen[bytes]] = Future()
+        self._closed = threading.Event()
+
+        def start_and_stay() -> None:
+            try:
+                started.set_result(subprocess.Popen(
+                    [python, "-m", "train.launcher", str(theirs.fileno())],
+                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, cwd=cwd, env=env, preexec_fn=die_with_parent))
+            except BaseException as error:  # raised in the caller's thread below
+                started.set_exception(error)
+                return
+            self._closed.wait()
+
+        threading.Thread(target=start_and_stay, name="trainer-launcher", daemon=True).start()
+        try:
+            self._proc = started.result()
+        finally:
+            theirs.close()
         self._sock = ours
         self._ready = False
         self._lock = threading.Lock()  # one request and its answer at a time
@@ -130,6 +149,7 @@ class TrainerLauncher:
         """End the launcher (its running trainers get SIGTERM from the kernel)."""
         self._sock.close()
         self._proc.wait()
+        self._closed.set()
 
 
 class SharedLauncher:
@@ -146,6 +166,7 @@ class SharedLauncher:
         with self._lock:
             if self.current is not None and not self.current.alive:
                 log.warning("the trainer launcher exited; starting a new one")
+                self.current.close()
                 self.current = None
             if self.current is None:
                 self.current = TrainerLauncher(*self._args)
