@@ -3,10 +3,12 @@ Bot API (:mod:`tests.e2e.fake_telegram`), with the fake's token."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.deadlines import scaled
@@ -31,3 +33,15 @@ def stop(bot: subprocess.Popen[bytes], log: Path) -> None:
     if bot.poll() is None:
         bot.send_signal(signal.SIGTERM)
         assert bot.wait(timeout=scaled(60)) == 0, log.read_text()[-3000:]
+
+
+@contextlib.contextmanager
+def running_bot(fake: FakeTelegram, config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``run_bot.py`` (:func:`start_bot`) for the ``with`` block, once it has set its
+    commands; stopped at the block's end, and a clean exit expected (:func:`stop`)."""
+    bot = start_bot(fake, config, log)
+    try:
+        fake.wait_for(lambda: fake.calls_to("setMyCommands"), timeout=60)
+        yield bot
+    finally:
+        stop(bot, log)

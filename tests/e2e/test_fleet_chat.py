@@ -15,7 +15,7 @@ import yaml
 from optuna.trial import TrialState
 
 from tests.deadlines import scaled
-from tests.e2e.bot_process import start_bot, stop
+from tests.e2e.bot_process import running_bot
 from tests.e2e.fake_telegram import FakeTelegram, SentMessage
 from tests.test_fleet import fleet_config, worker
 
@@ -34,9 +34,7 @@ def test_status_shows_the_fleet_that_tune_set_to_work(corpus, tmp_path, postgres
     with FakeTelegram() as fake, worker(path, "--follow") as standing:
         fake.add_user(ALICE)
         log = tmp_path / "bot.log"
-        bot = start_bot(fake, path, log)
-        try:
-            fake.wait_for(lambda: fake.calls_to("setMyCommands"), timeout=60)
+        with running_bot(fake, path, log):
             fake.user_sends(ALICE, "/tune 4")
             fake.wait_for(lambda: fake.find_message(ALICE, "Started study"), timeout=60)
 
@@ -56,8 +54,6 @@ def test_status_shows_the_fleet_that_tune_set_to_work(corpus, tmp_path, postgres
             # The bot's worker outlives the bot: it leaves once the study is done.
             fake.wait_for(lambda: fake.find_message(ALICE, "finished: all trials done"),
                           timeout=120)
-        finally:
-            stop(bot, log)
         assert standing.poll() is None
 
     working = re.findall(rf"🖥 {re.escape(HOST)} (\S+): trial \d+ of", status.text)

@@ -8,7 +8,7 @@ and a second study is stopped with ``/stop``. A stranger gets nothing.
 
 
 from tests.conftest import TEST_HPARAMS
-from tests.e2e.bot_process import start_bot, stop
+from tests.e2e.bot_process import running_bot
 from tests.e2e.fake_telegram import FakeTelegram
 from tests.test_tuner import write_config
 from tuner_core import SmartTuner
@@ -30,10 +30,7 @@ def test_a_researcher_tunes_from_the_chat(corpus, mel_cache, tmp_path):
         fake.add_user(ALICE)
         fake.add_user(STRANGER)
         log = tmp_path / "bot.log"
-        bot = start_bot(fake, config, log)
-        try:
-            fake.wait_for(lambda: fake.calls_to("setMyCommands"), timeout=60)
-
+        with running_bot(fake, config, log):
             # A stranger's commands do nothing: one short refusal at most, no study.
             fake.user_sends(STRANGER, "/tune 2")
             fake.user_sends(STRANGER, "/status")
@@ -73,8 +70,6 @@ def test_a_researcher_tunes_from_the_chat(corpus, mel_cache, tmp_path):
             fake.user_presses(ALICE, question, question.button_data("Yes, stop it"))
             fake.wait_for(lambda: fake.find_message(ALICE, "finished: stopped on request"),
                           timeout=120)
-        finally:
-            stop(bot, log)
     output = log.read_text()
 
     refusals = fake.messages_to(STRANGER)
