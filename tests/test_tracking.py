@@ -17,7 +17,7 @@ from tests.conftest import TEST_HPARAMS, TrackedStudy
 from tests.deadlines import scaled
 from tests.test_replay import replay_config
 from tests.test_tuner import ROOT, write_config
-from tuner_core.config import load_config
+from tuner_core.config import Config, load_config
 from tuner_core.reporting.next_steps import closing_note
 from tuner_core.study import create_study, run_worker
 from tuner_core.tracking import provenance
@@ -306,6 +306,16 @@ def test_a_trial_that_beats_the_study_best_has_its_plots_drawn_while_it_trains(
     assert f"alignment/alignment_e{min(drawn_epochs(second)):04d}.png" in logged
 
 
+def study_runs(config: Config, study: str) -> tuple[list[str], list[str]]:
+    """The study's MLflow runs: its parent runs' ids, and each trial run's parent's id."""
+    client = mlflow_client(config)
+    runs = client.search_runs([ensure_experiment(client, config)],
+                              f"tags.`smart_tuner.study` = '{study}'")
+    parents = [run.info.run_id for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    return parents, [run.data.tags["mlflow.parentRunId"] for run in runs
+                     if run.info.run_id not in parents]
+
+
 def test_the_devices_of_a_worker_track_one_study_run_and_every_trial(tmp_path, corpus, caplog):
     # Each device's tracker finds or makes the study's run at its first trial: two at once
     # made two, and the second's dataset clashed with the first's, which left its trial
@@ -320,13 +330,9 @@ def test_the_devices_of_a_worker_track_one_study_run_and_every_trial(tmp_path, c
     with caplog.at_level(logging.WARNING):
         run_worker(config, study, poll_s=0.05)
     assert "MLflow tracking failed" not in caplog.text
-    client = mlflow_client(config)
-    runs = client.search_runs([ensure_experiment(client, config)],
-                              "tags.`smart_tuner.study` = 'together'")
-    parents = [run.info.run_id for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    parents, children_of = study_runs(config, "together")
     assert parents == [study.user_attrs["mlflow_parent_run_id"]]
-    assert sorted(run.data.tags["mlflow.parentRunId"] for run in runs
-                  if run.info.run_id not in parents) == parents * 4
+    assert sorted(children_of) == parents * 4
     assert all("mlflow_run_id" in trial.user_attrs for trial in study.trials)
 
 
@@ -352,11 +358,6 @@ def test_workers_whose_first_trials_start_together_share_one_study_run(
     outputs = [process.communicate(timeout=scaled(120))[0] for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0], outputs
     assert not any("late" in output for output in outputs), "they did not start together"
-    config = load_config(path)
-    client = mlflow_client(config)
-    runs = client.search_runs([ensure_experiment(client, config)],
-                              "tags.`smart_tuner.study` = 'shared'")
-    parents = [run.info.run_id for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    parents, children_of = study_runs(load_config(path), "shared")
     assert len(parents) == 1, outputs
-    assert [run.data.tags["mlflow.parentRunId"] for run in runs
-            if run.info.run_id not in parents] == parents * 3
+    assert children_of == parents * 3
